@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: MIT */
+/* Declarative request parameters: one function fills a struct from the params
+ * array of a request and rejects anything the contract does not allow, naming
+ * the field. One module serves both sockets. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/protocol.h"
+
+/* A string inside the decoded message (not NUL-terminated; lives as long as the
+ * msgpack zone of the request). */
+typedef struct ParamStr {
+        bool set;
+        const char *ptr;
+        size_t len;
+} ParamStr;
+
+typedef struct ParamUint {
+        bool set;
+        uint64_t v;
+} ParamUint;
+
+typedef struct ParamDisk {
+        ParamStr id;      /* id.set false: the daemon assigns <vm_id>-disk<N> */
+        uint64_t size;
+} ParamDisk;
+
+typedef struct ParamDisks {
+        bool set;
+        size_t n;
+        ParamDisk d[VMM_MAX_DISKS];
+} ParamDisks;
+
+typedef enum ParamType {
+        PARAM_STR,        /* ParamStr; min/max are byte lengths; check() if given */
+        PARAM_UINT,       /* ParamUint; min/max are the value range */
+        PARAM_DISKS,      /* ParamDisks: array of {"id"?, "size"} maps, 0..VMM_MAX_DISKS */
+        PARAM_FD_MARKER,  /* reserved for the admin socket (backup); never filled here */
+        _PARAM_TYPE_MAX,
+        _PARAM_TYPE_INVALID = -1,
+} ParamType;
+
+typedef struct ParamField {
+        const char *name;
+        ParamType type;
+        size_t offset;            /* of the ParamStr/ParamUint/ParamDisks in the output struct */
+        bool mandatory;
+        uint64_t min, max;
+        /* For PARAM_STR: extra check of the value; returns false if invalid.
+         * For PARAM_STR with a fixed set of values, see choices. */
+        bool (*check)(const char *s, size_t len);
+        const char *const *choices;   /* NULL-terminated; the value must be one of these */
+} ParamField;
+
+typedef struct ParamError {
+        VmmError code;            /* VMM_E_BAD_REQUEST or VMM_E_TOO_LARGE */
+        char message[200];        /* e.g. "ram: expected an integer in 1..4294967295" */
+} ParamError;
+
+/* params: the 4th element of a request. Accepts [] and [map]; anything else is
+ * bad_request. fields[0..n_fields) describe the allowed keys. If ret_token is
+ * not NULL, the key "token" is also allowed (a 43-character token string;
+ * other shapes are bad_request) and stored there; otherwise "token" is an
+ * unknown key. Unknown keys, duplicate keys, non-string keys, invalid UTF-8,
+ * bin where a string is expected, float/bool/negative where an unsigned integer
+ * is expected, out-of-range values and missing mandatory fields are
+ * bad_request naming the field; more than VMM_MAX_DISKS disks is too_large;
+ * a duplicate disk id within the request is bad_request.
+ * out is zeroed first. Returns 0, or -EINVAL with *err filled. */
+int params_parse(const msgpack_object *params, const ParamField *fields, size_t n_fields,
+                 void *out, ParamStr *ret_token, ParamError *err);
+
+/* Validators (also used by tools) */
+bool valid_utf8(const char *s, size_t len);
+/* 1..max bytes of [A-Za-z0-9._-], first a letter or digit */
+bool valid_id(const char *s, size_t len, size_t max);
+bool valid_vm_id(const char *s, size_t len);     /* valid_id(.., VMM_VM_ID_MAX) */
+bool valid_disk_id(const char *s, size_t len);   /* valid_id(.., VMM_DISK_ID_MAX) */
+bool valid_token(const char *s, size_t len);     /* 43 chars [A-Za-z0-9_-] */

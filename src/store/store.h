@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/* The inventory on disk. This module and record.c are the only code that
+ * includes <lmdb.h>; callers see negative errno values:
+ *   -ENOENT  no such record            -EEXIST  record exists
+ *   -EBUSY   a disk id belongs to another VM (conflict)
+ *   -ENOSPC  map full at its maximum, or disk full (unavailable)
+ *   -EPROTO  database written by a newer schema version
+ *   -EBADMSG a stored record does not decode
+ *   -EIO     anything else from LMDB
+ * Nothing here logs above debug. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmm/protocol.h"
+
+#define STORE_SCHEMA_VERSION 1
+#define STORE_PWHASH_MAX 128       /* = SECRET_PWHASH_MAX */
+#define STORE_HASH_BYTES 32        /* = SECRET_HASH_BYTES */
+#define STORE_DB_FILE "vmmd.mdb"   /* inside the state directory (MDB_NOSUBDIR) */
+
+typedef struct StoreDisk {
+        char id[VMM_DISK_ID_MAX + 1];   /* "" on input to store_vm_put: assign one */
+        uint64_t size;
+} StoreDisk;
+
+typedef struct StoreVm {
+        char vm_id[VMM_VM_ID_MAX + 1];
+        char pwhash[STORE_PWHASH_MAX];  /* argon2id string, NUL-terminated */
+        bool described;                 /* ram/cpu/disks given (register, vm.add) */
+        uint32_t ram;                   /* 0 when not described */
+        uint32_t cpu;
+        int64_t registered_at;          /* ms */
+        int64_t updated_at;             /* ms */
+        int64_t last_seen_at;           /* ms; -1 = never */
+        uint32_t n_disks;
+        StoreDisk disks[VMM_MAX_DISKS]; /* in the order given */
+} StoreVm;
+
+typedef struct StoreSession {
+        uint8_t hash[STORE_HASH_BYTES]; /* keyed hash of the token: the key */
+        char vm_id[VMM_VM_ID_MAX + 1];
+        int64_t created_at;             /* ms */
+        int64_t expires_at;             /* ms */
+} StoreSession;
+
+typedef struct StoreStats {
+        uint64_t vms, disks, sessions;
+        uint64_t size_bytes;            /* bytes in use (last page * page size) */
+        uint64_t map_size_bytes;
+} StoreStats;
+
+typedef struct StoreOptions {
+        const char *dir;                /* state directory; created 0700 if missing */
+        uint64_t map_size_initial;      /* 0: 16 MiB */
+        uint64_t map_size_max;          /* 0: 16 GiB */
+        unsigned max_readers;           /* 0: 126 */
+} StoreOptions;
+
+typedef struct Store Store;
+typedef struct StoreTxn StoreTxn;
+
+/* Opens (creating on first start) the environment and the named databases
+ * meta, vms, disks, vm_disks (DUPSORT), sessions, vm_sessions (DUPSORT);
+ * records the schema version and creation time, and creates the token hash
+ * key on first start. Runs mdb_reader_check(). On failure fills errbuf with a
+ * sentence for the operator (e.g. "database schema version 7 is newer than
+ * this vmmd supports (1)"). */
+int store_open(const StoreOptions *opts, Store **ret, char *errbuf, size_t errlen);
+Store *store_close(Store *s);   /* accepts NULL, returns NULL */
+
+const char *store_path(Store *s);                 /* path of the database file */
+void store_hash_key(Store *s, uint8_t ret[32]);   /* the token hash key */
+int64_t store_created_at(Store *s);               /* ms */
+
+/* Read transactions: any thread, many at once; each is short (one request).
+ * They never wait for a writer. */
+int store_read_begin(Store *s, StoreTxn **ret);
+void store_read_end(StoreTxn *t);                 /* accepts NULL */
+
+/* Write transactions: only one thread (the writer) uses these. */
+int store_write_begin(Store *s, StoreTxn **ret);
+/* A nested transaction: one request inside a group commit. */
+int store_child_begin(StoreTxn *parent, StoreTxn **ret);
+/* Commit (durable for a top-level txn: fsynced before return). t is freed
+ * whatever the result; on failure nothing of it is applied. */
+int store_commit(StoreTxn *t);
+void store_abort(StoreTxn *t);                    /* accepts NULL; frees t */
+/* Grow the map (doubling, capped at map_size_max). Call only from the writer
+ * thread with no write txn open; waits for open read transactions to end.
+ * -ENOSPC when already at the maximum. */
+int store_grow(Store *s);
+
+/* VMs */
+int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret);
+/* Inserts or replaces vm (keyed by vm_id), its disks table entries and the
+ * vm_disks index. Disks whose id is "" get "<vm_id>-disk<N>", the lowest
+ * N >= 1 not used by another VM's disk nor by another disk of this record
+ * (the VM's own previous disks are free); the ids chosen are written into
+ * vm->disks. A disk id held by another VM: -EBUSY, nothing written.
+ * Disks of the previous record that are not in the new one are removed. */
+int store_vm_put(StoreTxn *t, StoreVm *vm);
+/* Removes the VM, its disks and all its sessions. -ENOENT if absent. */
+int store_vm_delete(StoreTxn *t, const char *vm_id);
+
+/* Callbacks return 0 to go on, > 0 to stop (returned by foreach), < 0 error
+ * (returned by foreach). after == NULL starts at the beginning; otherwise
+ * iteration starts at the first key strictly greater than after (which need
+ * not exist). Keys are in byte order. */
+typedef int (*StoreVmFunc)(void *userdata, const StoreVm *vm);
+int store_vm_foreach(StoreTxn *t, const char *after, StoreVmFunc f, void *userdata);
+
+typedef int (*StoreDiskFunc)(void *userdata, const char *disk_id, const char *vm_id,
+                             uint64_t size);
+int store_disk_foreach(StoreTxn *t, const char *after, StoreDiskFunc f, void *userdata);
+/* -ENOENT when no such disk */
+int store_disk_get(StoreTxn *t, const char *disk_id, char ret_vm_id[VMM_VM_ID_MAX + 1],
+                   uint64_t *ret_size);
+
+/* Sessions */
+int store_session_put(StoreTxn *t, const StoreSession *s);    /* insert or replace */
+int store_session_get(StoreTxn *t, const uint8_t hash[STORE_HASH_BYTES], StoreSession *ret);
+int store_session_delete(StoreTxn *t, const uint8_t hash[STORE_HASH_BYTES]); /* -ENOENT */
+/* All sessions of a VM (by hash order); at most max, *ret_n set to the
+ * number stored (and -E2BIG if there were more than max). */
+int store_vm_sessions(StoreTxn *t, const char *vm_id, StoreSession *ret, size_t max,
+                      size_t *ret_n);
+typedef int (*StoreSessionFunc)(void *userdata, const StoreSession *s);
+/* after: a hash, or NULL */
+int store_session_foreach(StoreTxn *t, const uint8_t *after, StoreSessionFunc f, void *userdata);
+
+/* Distinct vm_ids that hold at least one stored session (expired or not),
+ * in byte order, from the vm_sessions index: the "authorized" listing walks
+ * this instead of every VM. */
+typedef int (*StoreVmIdFunc)(void *userdata, const char *vm_id);
+int store_session_vm_foreach(StoreTxn *t, const char *after, StoreVmIdFunc f, void *userdata);
+
+int store_stats(StoreTxn *t, StoreStats *ret);
