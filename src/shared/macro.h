@@ -30,8 +30,8 @@ static inline void closep(int *fd) {
 #define _cleanup_close_ _cleanup_(closep)
 
 /* Move ownership out of a cleanup variable. */
-#define TAKE_PTR(p) ({ __typeof__(p) _t = (p); (p) = NULL; _t; })
-#define TAKE_FD(fd) ({ int _t = (fd); (fd) = -1; _t; })
+#define TAKE_PTR(p) __extension__ ({ __typeof__(p) _t = (p); (p) = NULL; _t; })
+#define TAKE_FD(fd) __extension__ ({ int _t = (fd); (fd) = -1; _t; })
 
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;

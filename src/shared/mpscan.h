@@ -26,7 +26,8 @@ typedef struct MpScan {
         /* private state, kept between calls */
         size_t pos;
         unsigned depth;
-        uint64_t remaining[MPSCAN_DEPTH_CAP + 1];
+        uint64_t remaining[MPSCAN_DEPTH_CAP + 1]; /* [0]: the object itself; [d]: at depth d */
+        uint64_t pending;     /* sum of remaining[0..depth]: each needs at least one byte */
 } MpScan;
 
 /* max_depth must be <= MPSCAN_DEPTH_CAP. */

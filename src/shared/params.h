@@ -44,6 +44,11 @@ typedef enum ParamType {
         _PARAM_TYPE_INVALID = -1,
 } ParamType;
 
+/* At most this many fields per method. */
+#define PARAMS_FIELDS_MAX 32
+
+/* For PARAM_STR, max == 0 means no upper length bound; for PARAM_UINT,
+ * min == max == 0 means any unsigned 64-bit value. */
 typedef struct ParamField {
         const char *name;
         ParamType type;
@@ -70,7 +75,10 @@ typedef struct ParamError {
  * is expected, out-of-range values and missing mandatory fields are
  * bad_request naming the field; more than VMM_MAX_DISKS disks is too_large;
  * a duplicate disk id within the request is bad_request.
- * out is zeroed first. Returns 0, or -EINVAL with *err filled. */
+ * When several problems exist, bad_request wins over too_large.
+ * out is zeroed first (each field's ParamStr/ParamUint/ParamDisks; *ret_token too).
+ * Returns 0, or -EINVAL with *err filled (or -ENOMEM with err->code
+ * VMM_E_INTERNAL when a large disk list could not be checked). */
 int params_parse(const msgpack_object *params, const ParamField *fields, size_t n_fields,
                  void *out, ParamStr *ret_token, ParamError *err);
 

@@ -28,7 +28,8 @@ void secret_token_hash(const uint8_t key[SECRET_KEY_BYTES], const uint8_t raw[VM
                        uint8_t ret_hash[SECRET_HASH_BYTES]);
 
 /* Public session id: lowercase hex of the first 6 bytes of the token hash. */
-void secret_session_id(const uint8_t hash[SECRET_HASH_BYTES], char ret_id[SECRET_SESSION_ID_LEN + 1]);
+void secret_session_id(const uint8_t hash[SECRET_HASH_BYTES],
+                       char ret_id[SECRET_SESSION_ID_LEN + 1]);
 
 /* Constant-time comparison of two hashes. */
 bool secret_hash_equal(const uint8_t a[SECRET_HASH_BYTES], const uint8_t b[SECRET_HASH_BYTES]);

@@ -1,13 +1,32 @@
 /* SPDX-License-Identifier: MIT */
-/* The inventory on disk. This module and record.c are the only code that
- * includes <lmdb.h>; callers see negative errno values:
+/* The inventory on disk. This module is the only code that includes
+ * <lmdb.h> (record.c is pure codec); callers see negative errno values:
  *   -ENOENT  no such record            -EEXIST  record exists
  *   -EBUSY   a disk id belongs to another VM (conflict)
- *   -ENOSPC  map full at its maximum, or disk full (unavailable)
- *   -EPROTO  database written by a newer schema version
- *   -EBADMSG a stored record does not decode
- *   -EIO     anything else from LMDB
- * Nothing here logs above debug. */
+ *   -ENOSPC  map full (MDB_MAP_FULL; grow, or at its maximum), or disk full
+ *            (unavailable)
+ *   -EPROTO  database written by a newer schema version; also
+ *            MDB_VERSION_MISMATCH (file of an incompatible LMDB)
+ *   -EBADMSG a stored record does not decode; also MDB_INVALID (not an LMDB
+ *            file), MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INCOMPATIBLE
+ *   -EAGAIN  MDB_READERS_FULL; or the map was grown by another process and a
+ *            read txn could not adopt the new size without waiting (retry)
+ *   -EINVAL  a bad argument to a write: vm_id not 1..VMM_VM_ID_MAX bytes, more
+ *            than VMM_MAX_DISKS disks, a disk id over VMM_DISK_ID_MAX, the same
+ *            explicit disk id twice in one record, a write on a read txn, an
+ *            `after` longer than LMDB's key limit (511)
+ *   -ENOMEM  allocation
+ *   -EIO     anything else from LMDB (positive errno values from LMDB are
+ *            passed on negated)
+ * Lookups with an id that cannot exist (empty, too long) are -ENOENT.
+ * Nothing here logs above debug.
+ *
+ * Locking: every transaction holds the read side of a rwlock in Store, from
+ * begin to its end (a top-level write txn until its commit/abort); store_grow
+ * takes the write side, so it waits for every open txn of every thread, and
+ * must not be called by a thread that holds a txn. The rwlock prefers readers
+ * (a thread may hold several read txns). Read txn handles are reset and
+ * reused (up to 8 kept). */
 #pragma once
 
 #include <stdbool.h>
@@ -84,10 +103,11 @@ void store_read_end(StoreTxn *t);                 /* accepts NULL */
 int store_write_begin(Store *s, StoreTxn **ret);
 /* A nested transaction: one request inside a group commit. */
 int store_child_begin(StoreTxn *parent, StoreTxn **ret);
-/* Commit (durable for a top-level txn: fsynced before return). t is freed
- * whatever the result; on failure nothing of it is applied. */
+/* Commit (durable for a top-level txn: fsynced before return; a child txn
+ * commits into its parent). t is freed whatever the result; on failure
+ * nothing of it is applied. On a read txn: the same as store_read_end. */
 int store_commit(StoreTxn *t);
-void store_abort(StoreTxn *t);                    /* accepts NULL; frees t */
+void store_abort(StoreTxn *t);                    /* accepts NULL; frees t; read txn too */
 /* Grow the map (doubling, capped at map_size_max). Call only from the writer
  * thread with no write txn open; waits for open read transactions to end.
  * -ENOSPC when already at the maximum. */
@@ -99,8 +119,10 @@ int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret);
  * vm_disks index. Disks whose id is "" get "<vm_id>-disk<N>", the lowest
  * N >= 1 not used by another VM's disk nor by another disk of this record
  * (the VM's own previous disks are free); the ids chosen are written into
- * vm->disks. A disk id held by another VM: -EBUSY, nothing written.
- * Disks of the previous record that are not in the new one are removed. */
+ * vm->disks (only on success; on failure vm is untouched). A disk id held by
+ * another VM: -EBUSY, nothing written (all checks precede the first write).
+ * Disks of the previous record that are not in the new one are removed.
+ * The record is stored as given otherwise (timestamps are the caller's). */
 int store_vm_put(StoreTxn *t, StoreVm *vm);
 /* Removes the VM, its disks and all its sessions. -ENOENT if absent. */
 int store_vm_delete(StoreTxn *t, const char *vm_id);
@@ -120,11 +142,14 @@ int store_disk_get(StoreTxn *t, const char *disk_id, char ret_vm_id[VMM_VM_ID_MA
                    uint64_t *ret_size);
 
 /* Sessions */
-int store_session_put(StoreTxn *t, const StoreSession *s);    /* insert or replace */
+/* Insert or replace; a replaced session of another VM moves to this VM's
+ * index. The VM need not exist (the caller checks). */
+int store_session_put(StoreTxn *t, const StoreSession *s);
 int store_session_get(StoreTxn *t, const uint8_t hash[STORE_HASH_BYTES], StoreSession *ret);
 int store_session_delete(StoreTxn *t, const uint8_t hash[STORE_HASH_BYTES]); /* -ENOENT */
 /* All sessions of a VM (by hash order); at most max, *ret_n set to the
- * number stored (and -E2BIG if there were more than max). */
+ * number stored (and -E2BIG if there were more than max, ret[0..max) filled).
+ * An index entry without its session record: -EBADMSG. */
 int store_vm_sessions(StoreTxn *t, const char *vm_id, StoreSession *ret, size_t max,
                       size_t *ret_n);
 typedef int (*StoreSessionFunc)(void *userdata, const StoreSession *s);

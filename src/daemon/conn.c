@@ -1,0 +1,502 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <inttypes.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "rpc.h"
+#include "session.h"
+#include "shared/macro.h"
+#include "shared/mpout.h"
+
+#define READ_CHUNK      (16u * 1024u)
+#define OUT_HIGH        (1024u * 1024u)   /* stop reading above this much unsent */
+#define OUT_LOW         (256u * 1024u)    /* and start again below this */
+#define CLOSING_GRACE_MS 2000u
+
+static size_t conn_max_message(Conn *c) {
+        return c->kind == CONN_ADMIN ? c->manager->config.max_message_admin
+                                     : c->manager->config.max_message_tcp;
+}
+
+static void conn_update_events(Conn *c);
+static void conn_process(Conn *c);
+
+static void format_peer(const struct sockaddr *sa, char *buf, size_t len) {
+        char addr[INET6_ADDRSTRLEN];
+
+        if (sa->sa_family == AF_INET) {
+                const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
+                inet_ntop(AF_INET, &in->sin_addr, addr, sizeof addr);
+                snprintf(buf, len, "%s:%u", addr, ntohs(in->sin_port));
+        } else if (sa->sa_family == AF_INET6) {
+                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
+                inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof addr);
+                snprintf(buf, len, "[%s]:%u", addr, ntohs(in6->sin6_port));
+        } else
+                snprintf(buf, len, "unix");
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+
+int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, socklen_t salen,
+             Conn **ret) {
+        Conn *c;
+        int r;
+
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        c->manager = m;
+        c->n_ref = 1;
+        c->fd = fd;
+        c->kind = kind;
+        c->id = ++m->next_conn_id;
+        c->since_ms = now_ms();
+        c->last_activity_ms = mono_ms();
+        format_peer(sa, c->peer_str, sizeof c->peer_str);
+        mpscan_init(&c->scan, conn_max_message(c), VMM_MAX_DEPTH);
+
+        c->peer = sessions_peer_ref(m->sessions, sa);
+        if (!c->peer) {
+                free(c);
+                return -ENOMEM;
+        }
+        r = sd_event_add_io(m->event, &c->io, fd, EPOLLIN, on_io, c);
+        if (r < 0) {
+                sessions_peer_unref(m->sessions, c->peer);
+                free(c);
+                return r;
+        }
+        if (kind == CONN_TCP) {
+                int one = 1;
+                (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        c->next = m->conns;
+        if (m->conns)
+                m->conns->prev = c;
+        m->conns = c;
+        m->n_conns++;
+        log_debug("Connection %" PRIu64 " from %s", c->id, c->peer_str);
+        *ret = c;
+        return 0;
+}
+
+Conn *conn_ref(Conn *c) {
+        c->n_ref++;
+        return c;
+}
+
+Conn *conn_unref(Conn *c) {
+        if (!c)
+                return NULL;
+        assert(c->n_ref > 0);
+        if (--c->n_ref > 0)
+                return NULL;
+        assert(c->dead);
+        free(c->in);
+        free(c->out);
+        free(c);
+        return NULL;
+}
+
+void conn_close(Conn *c, const char *reason) {
+        Manager *m = c->manager;
+
+        if (c->dead)
+                return;
+        c->dead = true;
+        c->close_reason = reason;
+        log_debug("Connection %" PRIu64 " from %s closed (%s)", c->id, c->peer_str, reason);
+
+        if (c->attached) {
+                uint8_t hash[SECRET_HASH_BYTES];
+                char vm_id[VMM_VM_ID_MAX + 1];
+                memcpy(hash, c->session_hash, sizeof hash);
+                memcpy(vm_id, c->vm_id, sizeof vm_id);
+                (void) sessions_detach(m->sessions, c);
+                client_session_left(m, hash, vm_id);
+        }
+        c->io = sd_event_source_disable_unref(c->io);
+        if (c->fd >= 0)
+                (void) close(c->fd);
+        c->fd = -1;
+        sessions_peer_unref(m->sessions, c->peer);
+        c->peer = NULL;
+
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                m->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        c->prev = c->next = NULL;
+        m->n_conns--;
+
+        free(c->in);
+        c->in = NULL;
+        c->in_head = c->in_len = c->in_cap = 0;
+        free(c->out);
+        c->out = NULL;
+        c->out_head = c->out_len = c->out_cap = 0;
+
+        conn_unref(c);
+}
+
+static int out_reserve(Conn *c, size_t n) {
+        if (c->out_cap - c->out_len >= n)
+                return 0;
+        if (c->out_head > 0) {
+                memmove(c->out, c->out + c->out_head, c->out_len - c->out_head);
+                c->out_len -= c->out_head;
+                c->out_head = 0;
+                if (c->out_cap - c->out_len >= n)
+                        return 0;
+        }
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap - c->out_len < n)
+                cap *= 2;
+        uint8_t *p = realloc(c->out, cap);
+        if (!p)
+                return -ENOMEM;
+        c->out = p;
+        c->out_cap = cap;
+        return 0;
+}
+
+int conn_write_raw(Conn *c, const void *data, size_t len) {
+        if (c->dead)
+                return 0;
+        if (out_reserve(c, len) < 0)
+                return -ENOMEM;
+        memcpy(c->out + c->out_len, data, len);
+        c->out_len += len;
+        return 0;
+}
+
+static int out_packer_write(void *data, const char *buf, size_t len) {
+        return conn_write_raw(data, buf, len) < 0 ? -1 : 0;
+}
+
+int conn_reply_result(Conn *c, uint32_t msgid, const char *data, size_t len) {
+        msgpack_packer pk;
+
+        if (c->dead)
+                return 0;
+        msgpack_packer_init(&pk, c, out_packer_write);
+        if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
+            msgpack_pack_uint32(&pk, msgid) || msgpack_pack_nil(&pk))
+                return -ENOMEM;
+        if (len == 0)
+                return msgpack_pack_map(&pk, 0) ? -ENOMEM : 0;
+        return conn_write_raw(c, data, len);
+}
+
+int conn_reply_error(Conn *c, uint32_t msgid, VmmError code, const char *fmt, ...) {
+        msgpack_packer pk;
+        char msg[512];
+        va_list ap;
+
+        if (c->dead)
+                return 0;
+        va_start(ap, fmt);
+        (void) vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        msgpack_packer_init(&pk, c, out_packer_write);
+        if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
+            msgpack_pack_uint32(&pk, msgid) || msgpack_pack_map(&pk, 2) ||
+            mp_kv_str(&pk, "code", vmm_error_to_string(code)) || mp_kv_str(&pk, "message", msg) ||
+            msgpack_pack_nil(&pk))
+                return -ENOMEM;
+        return 0;
+}
+
+static size_t out_pending(Conn *c) {
+        return c->out_len - c->out_head;
+}
+
+/* Write what we can; negative when the peer is gone. */
+static int conn_flush(Conn *c) {
+        while (c->out_head < c->out_len) {
+                ssize_t n = send(c->fd, c->out + c->out_head, c->out_len - c->out_head,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                return 0;
+                        return -errno;
+                }
+                c->out_head += (size_t) n;
+                c->last_activity_ms = mono_ms();
+        }
+        /* everything sent: give the memory back */
+        free(c->out);
+        c->out = NULL;
+        c->out_head = c->out_len = c->out_cap = 0;
+        return 0;
+}
+
+void conn_close_after_flush(Conn *c, const char *reason) {
+        if (c->dead || c->closing)
+                return;
+        c->closing = true;
+        c->close_reason = reason;
+        c->closing_since_ms = mono_ms();
+        /* nothing more is read as requests */
+        if (!c->busy) {
+                free(c->in);
+                c->in = NULL;
+                c->in_cap = 0;
+        }
+        c->in_head = c->in_len = 0;
+        conn_update_events(c);
+}
+
+static void conn_framing_error(Conn *c, VmmError code, const char *msg) {
+        (void) conn_reply_error(c, 0, code, "%s", msg);
+        log_debug("Connection %" PRIu64 " from %s: framing error: %s", c->id, c->peer_str, msg);
+        conn_close_after_flush(c, "error");
+}
+
+static void conn_in_compact(Conn *c) {
+        if (c->in_head == c->in_len) {
+                c->in_head = c->in_len = 0;
+                if (!c->busy) {
+                        free(c->in);
+                        c->in = NULL;
+                        c->in_cap = 0;
+                }
+        } else if (c->in_head > 0 && c->in_head >= c->in_cap / 2) {
+                memmove(c->in, c->in + c->in_head, c->in_len - c->in_head);
+                c->in_len -= c->in_head;
+                c->in_head = 0;
+        }
+}
+
+static void conn_process(Conn *c) {
+        Manager *m = c->manager;
+
+        conn_ref(c);
+        while (!c->dead && !c->closing && !c->busy && !c->paused) {
+                size_t avail = c->in_len - c->in_head, len = 0;
+                if (avail == 0)
+                        break;
+                MpScanResult s = mpscan_feed(&c->scan, c->in + c->in_head, avail, &len);
+                if (s == MPSCAN_NEED_MORE) {
+                        if (c->partial_since_ms == 0)
+                                c->partial_since_ms = mono_ms();
+                        break;
+                }
+                if (s == MPSCAN_BAD) {
+                        conn_framing_error(c, VMM_E_BAD_REQUEST, "malformed MessagePack");
+                        break;
+                }
+                if (s == MPSCAN_TOO_LARGE) {
+                        char msg[128];
+                        snprintf(msg, sizeof msg,
+                                 "message over %zu bytes or nested deeper than %d",
+                                 conn_max_message(c), VMM_MAX_DEPTH);
+                        conn_framing_error(c, VMM_E_TOO_LARGE, msg);
+                        break;
+                }
+                c->partial_since_ms = 0;
+                mpscan_reset(&c->scan);
+                const uint8_t *msg = c->in + c->in_head;
+                c->in_head += len;
+                c->consumed += len;
+                bool after_cutoff = m->shutting_down &&
+                        (!c->shutdown_cutoff_set || c->consumed > c->shutdown_cutoff);
+                rpc_dispatch(c, msg, len, after_cutoff);
+                if (out_pending(c) >= OUT_HIGH)
+                        c->paused = true;
+        }
+        if (!c->dead) {
+                if (!c->closing)
+                        conn_in_compact(c);
+                if (!c->closing && !c->busy && !c->paused && c->read_eof) {
+                        /* the peer is done sending; anything half received is dropped */
+                        conn_close_after_flush(c, "eof");
+                }
+                if (!c->dead) {
+                        int r = conn_flush(c);
+                        if (r < 0)
+                                conn_close(c, "error");
+                        else
+                                conn_update_events(c);
+                }
+        }
+        conn_unref(c);
+}
+
+static void conn_update_events(Conn *c) {
+        uint32_t ev = 0;
+
+        if (c->dead)
+                return;
+        if (c->paused && out_pending(c) < OUT_LOW) {
+                c->paused = false;
+                if (!c->busy && !c->closing) {
+                        /* go on with what is buffered */
+                        conn_process(c);
+                        return;
+                }
+        }
+        if (c->closing) {
+                if (out_pending(c) > 0)
+                        ev |= EPOLLOUT;
+                else if (c->read_eof) {
+                        conn_close(c, c->close_reason ? c->close_reason : "eof");
+                        return;
+                } else {
+                        /* all sent: half-close and wait for the peer's EOF
+                         * (closing with unread input would reset the
+                         * connection and could lose the last answers) */
+                        (void) shutdown(c->fd, SHUT_WR);
+                        ev |= EPOLLIN;
+                }
+        } else {
+                size_t bound = conn_max_message(c) + READ_CHUNK;
+                if (!c->paused && !c->read_eof && c->in_len - c->in_head < bound)
+                        ev |= EPOLLIN;
+                if (out_pending(c) > 0)
+                        ev |= EPOLLOUT;
+        }
+        (void) sd_event_source_set_io_events(c->io, ev);
+}
+
+static int conn_read(Conn *c) {
+        if (c->closing) {
+                uint8_t sink[4096];
+                for (int i = 0; i < 16; i++) {
+                        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+                        if (n == 0) {
+                                c->read_eof = true;
+                                return 0;
+                        }
+                        if (n < 0)
+                                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+                }
+                return 0;
+        }
+
+        size_t bound = conn_max_message(c) + READ_CHUNK;
+        if (c->in_len - c->in_head >= bound)
+                return 0;
+        if (c->in_cap - c->in_len < READ_CHUNK) {
+                if (c->in_head > 0 && !c->busy) {
+                        memmove(c->in, c->in + c->in_head, c->in_len - c->in_head);
+                        c->in_len -= c->in_head;
+                        c->in_head = 0;
+                }
+                if (c->in_cap - c->in_len < READ_CHUNK) {
+                        size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
+                        while (cap - c->in_len < READ_CHUNK)
+                                cap *= 2;
+                        uint8_t *p = realloc(c->in, cap);
+                        if (!p)
+                                return -ENOMEM;
+                        c->in = p;
+                        c->in_cap = cap;
+                }
+        }
+        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+        if (n == 0) {
+                c->read_eof = true;
+                return 0;
+        }
+        if (n < 0)
+                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        c->in_len += (size_t) n;
+        c->received += (uint64_t) n;
+        c->last_activity_ms = mono_ms();
+        return 0;
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Conn *c = userdata;
+        int r;
+
+        conn_ref(c);
+        if (revents & EPOLLOUT) {
+                r = conn_flush(c);
+                if (r < 0) {
+                        conn_close(c, "error");
+                        goto out;
+                }
+        }
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                r = conn_read(c);
+                if (r < 0) {
+                        conn_close(c, "error");
+                        goto out;
+                }
+        }
+        if (c->closing) {
+                if (c->read_eof && out_pending(c) == 0)
+                        conn_close(c, c->close_reason ? c->close_reason : "eof");
+                else
+                        conn_update_events(c);
+                goto out;
+        }
+        conn_process(c);
+out:
+        conn_unref(c);
+        return 0;
+}
+
+void conn_request_done(Conn *c) {
+        c->busy = NULL;
+        if (c->dead)
+                return;
+        c->last_activity_ms = mono_ms();
+        if (out_pending(c) >= OUT_HIGH)
+                c->paused = true;
+        conn_process(c);
+}
+
+void conn_kick(Conn *c) {
+        if (!c->dead)
+                conn_process(c);
+}
+
+void conn_sweep(Conn *c, uint64_t now) {
+        Manager *m = c->manager;
+        uint64_t idle = m->config.idle_timeout_s * 1000;
+
+        if (c->dead)
+                return;
+        if (c->closing) {
+                if (now - c->closing_since_ms > CLOSING_GRACE_MS)
+                        conn_close(c, c->close_reason ? c->close_reason : "error");
+                return;
+        }
+        if (c->partial_since_ms && now - c->partial_since_ms >= idle) {
+                log_info("Connection %" PRIu64 " from %s: message not completed in %" PRIu64
+                         " s, closing", c->id, c->peer_str, m->config.idle_timeout_s);
+                conn_close(c, "timeout");
+                return;
+        }
+        if (!c->attached && !c->busy && c->kind == CONN_TCP && c->in_len == c->in_head &&
+            out_pending(c) == 0 && now - c->last_activity_ms >= idle) {
+                log_debug("Connection %" PRIu64 " from %s idle, closing", c->id, c->peer_str);
+                conn_close(c, "timeout");
+                return;
+        }
+        if (m->shutting_down && !c->busy) {
+                /* no whole message left that arrived before the stop */
+                if (c->in_len == c->in_head || c->consumed >= c->shutdown_cutoff)
+                        conn_close_after_flush(c, "shutdown");
+        }
+}

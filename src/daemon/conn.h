@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/* One client connection: read buffer, bounded pre-scan and decode, in-order
+ * execution (one request at a time; pipelined ones wait in the buffer), write
+ * buffer with backpressure. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <systemd/sd-event.h>
+
+#include "manager.h"
+#include "shared/mpscan.h"
+#include "shared/secret.h"
+
+typedef struct Request Request;
+typedef struct Peer Peer;
+
+typedef enum ConnKind {
+        CONN_TCP,
+        CONN_ADMIN,
+        _CONN_KIND_MAX,
+        _CONN_KIND_INVALID = -1,
+} ConnKind;
+
+struct Conn {
+        Manager *manager;
+        unsigned n_ref;
+        Conn *prev, *next;              /* Manager.conns */
+        Conn *att_prev, *att_next;      /* connections attached to one session */
+
+        uint64_t id;
+        ConnKind kind;
+        int fd;
+        sd_event_source *io;
+        Peer *peer;
+        char peer_str[64];              /* "address:port" */
+        int64_t since_ms;
+        uint64_t requests;
+
+        uint8_t *in;                    /* allocated while bytes are pending */
+        size_t in_head, in_len, in_cap;
+        uint8_t *out;
+        size_t out_head, out_len, out_cap;
+        MpScan scan;
+
+        Request *busy;                  /* the request being worked on off the loop */
+        bool closing;                   /* no more requests; flush, shut down, close */
+        bool dead;                      /* fd closed; memory lives until the last ref */
+        bool read_eof;
+        bool paused;                    /* too much unsent output: not reading */
+        bool shutdown_cutoff_set;
+        uint64_t shutdown_cutoff;       /* bytes received before the stop began */
+        uint64_t received;              /* bytes received in all */
+        uint64_t consumed;              /* bytes of whole messages taken */
+        uint64_t last_activity_ms;      /* monotonic */
+        uint64_t partial_since_ms;      /* monotonic; 0 = no half-received message */
+        uint64_t closing_since_ms;
+
+        /* attached session ("connected"); attached == false: anonymous */
+        bool attached;
+        uint8_t session_hash[SECRET_HASH_BYTES];
+        char vm_id[VMM_VM_ID_MAX + 1];
+        const char *close_reason;
+};
+
+int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, socklen_t salen,
+             Conn **ret);
+Conn *conn_ref(Conn *c);
+Conn *conn_unref(Conn *c);
+
+/* Output */
+int conn_reply_result(Conn *c, uint32_t msgid, const char *data, size_t len);
+int conn_reply_error(Conn *c, uint32_t msgid, VmmError code, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+/* Append raw bytes to the output */
+int conn_write_raw(Conn *c, const void *data, size_t len);
+
+/* The in-flight request finished; go on with the buffered input. */
+void conn_request_done(Conn *c);
+
+/* Close at once (reason for logs and events). */
+void conn_close(Conn *c, const char *reason);
+/* Send what is queued, then shut down the sending side and close. */
+void conn_close_after_flush(Conn *c, const char *reason);
+/* Called by the sweep timer: idle/half-message timeouts, shutdown. */
+void conn_sweep(Conn *c, uint64_t now_mono);
+/* Process buffered input (used after shutdown begins). */
+void conn_kick(Conn *c);

@@ -1,0 +1,306 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "jobs.h"
+#include "log.h"
+#include "shared/macro.h"
+
+#define BATCH_MAX 512
+
+typedef struct Queue {
+        Job *head, *tail;
+} Queue;
+
+struct Jobs {
+        Store *store;
+        sd_event_source *done_source;
+        int efd;
+
+        pthread_mutex_t lock;
+        pthread_cond_t hash_cond, write_cond;
+        Queue hash_q, write_q, done_q;
+        bool stopping;
+
+        pthread_t *hash_threads;
+        unsigned n_hash_threads;
+        pthread_t writer;
+        bool writer_started;
+
+        uint64_t pending;      /* loop thread only */
+        JobsStats stats;       /* under lock */
+};
+
+static void queue_push(Queue *q, Job *j) {
+        j->next = NULL;
+        if (q->tail)
+                q->tail->next = j;
+        else
+                q->head = j;
+        q->tail = j;
+}
+
+static Job *queue_pop(Queue *q) {
+        Job *j = q->head;
+        if (j) {
+                q->head = j->next;
+                if (!q->head)
+                        q->tail = NULL;
+                j->next = NULL;
+        }
+        return j;
+}
+
+static void jobs_complete_locked(Jobs *js, Job *j) {
+        bool was_empty = !js->done_q.head;
+        queue_push(&js->done_q, j);
+        if (was_empty) {
+                uint64_t one = 1;
+                (void) !write(js->efd, &one, sizeof one);
+        }
+}
+
+static void *hash_thread(void *userdata) {
+        Jobs *js = userdata;
+
+        pthread_mutex_lock(&js->lock);
+        for (;;) {
+                Job *j = queue_pop(&js->hash_q);
+                if (!j) {
+                        if (js->stopping)
+                                break;
+                        pthread_cond_wait(&js->hash_cond, &js->lock);
+                        continue;
+                }
+                pthread_mutex_unlock(&js->lock);
+                j->result = j->hash(j);
+                pthread_mutex_lock(&js->lock);
+                js->stats.hashes++;
+                jobs_complete_locked(js, j);
+        }
+        pthread_mutex_unlock(&js->lock);
+        return NULL;
+}
+
+/* Runs one batch: every job in its own nested transaction, one durable commit
+ * for all. On a full map the batch is rolled back, the map grown, and the
+ * batch run again; a job that fills the map at its maximum fails alone. */
+static void writer_run_batch(Jobs *js, Job **batch, size_t n) {
+        int r;
+
+        for (;;) {
+                StoreTxn *top = NULL;
+                bool retry = false;
+
+                r = store_write_begin(js->store, &top);
+                if (r < 0) {
+                        for (size_t i = 0; i < n; i++)
+                                if (!batch[i]->failed_final)
+                                        batch[i]->result = r;
+                        return;
+                }
+                for (size_t i = 0; i < n && !retry; i++) {
+                        Job *j = batch[i];
+                        StoreTxn *child = NULL;
+
+                        if (j->failed_final)
+                                continue;
+                        r = store_child_begin(top, &child);
+                        if (r >= 0) {
+                                r = j->write(j, child);
+                                if (r >= 0) {
+                                        int q = store_commit(child);
+                                        if (q < 0)
+                                                r = q;
+                                } else
+                                        store_abort(child);
+                        }
+                        if (r == -ENOSPC) {
+                                store_abort(top);
+                                top = NULL;
+                                int g = store_grow(js->store);
+                                if (g < 0) {
+                                        if (g != -ENOSPC)
+                                                log_warning_errno(g, "Cannot grow the database map: %s",
+                                                                  strerror(-g));
+                                        j->failed_final = true;
+                                        j->result = -ENOSPC;
+                                } else
+                                        log_info("Database map grown");
+                                retry = true;
+                                break;
+                        }
+                        j->result = r;
+                }
+                if (retry)
+                        continue;
+
+                r = store_commit(top);
+                if (r == -ENOSPC && store_grow(js->store) >= 0)
+                        continue;
+                if (r < 0)
+                        for (size_t i = 0; i < n; i++)
+                                if (!batch[i]->failed_final && batch[i]->result >= 0)
+                                        batch[i]->result = r;
+                return;
+        }
+}
+
+static void *writer_thread(void *userdata) {
+        Jobs *js = userdata;
+        Job *batch[BATCH_MAX];
+
+        pthread_mutex_lock(&js->lock);
+        for (;;) {
+                size_t n = 0;
+                Job *j;
+                while (n < BATCH_MAX && (j = queue_pop(&js->write_q)))
+                        batch[n++] = j;
+                if (n == 0) {
+                        if (js->stopping)
+                                break;
+                        pthread_cond_wait(&js->write_cond, &js->lock);
+                        continue;
+                }
+                pthread_mutex_unlock(&js->lock);
+
+                for (size_t i = 0; i < n; i++) {
+                        batch[i]->failed_final = false;
+                        batch[i]->result = 0;
+                }
+                writer_run_batch(js, batch, n);
+
+                pthread_mutex_lock(&js->lock);
+                js->stats.commits++;
+                js->stats.writes += n;
+                if (n > js->stats.max_batch)
+                        js->stats.max_batch = n;
+                for (size_t i = 0; i < n; i++)
+                        jobs_complete_locked(js, batch[i]);
+        }
+        pthread_mutex_unlock(&js->lock);
+        return NULL;
+}
+
+static void jobs_dispatch_done(Jobs *js) {
+        Queue q;
+
+        pthread_mutex_lock(&js->lock);
+        q = js->done_q;
+        js->done_q = (Queue) { 0 };
+        pthread_mutex_unlock(&js->lock);
+
+        Job *j;
+        while ((j = queue_pop(&q))) {
+                js->pending--;
+                j->done(j, j->result);
+        }
+}
+
+static int on_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Jobs *js = userdata;
+        uint64_t v;
+
+        (void) !read(fd, &v, sizeof v);
+        jobs_dispatch_done(js);
+        return 0;
+}
+
+int jobs_new(sd_event *e, Store *store, unsigned hash_workers, Jobs **ret) {
+        Jobs *js;
+        int r;
+
+        js = calloc(1, sizeof *js);
+        if (!js)
+                return -ENOMEM;
+        js->store = store;
+        js->efd = -1;
+        pthread_mutex_init(&js->lock, NULL);
+        pthread_cond_init(&js->hash_cond, NULL);
+        pthread_cond_init(&js->write_cond, NULL);
+
+        js->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (js->efd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = sd_event_add_io(e, &js->done_source, js->efd, EPOLLIN, on_done, js);
+        if (r < 0)
+                goto fail;
+        /* Completions before new input: answers go out as soon as possible. */
+        (void) sd_event_source_set_priority(js->done_source, SD_EVENT_PRIORITY_IMPORTANT);
+
+        js->hash_threads = calloc(hash_workers, sizeof(pthread_t));
+        if (!js->hash_threads) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        for (unsigned i = 0; i < hash_workers; i++) {
+                r = -pthread_create(&js->hash_threads[i], NULL, hash_thread, js);
+                if (r < 0)
+                        goto fail;
+                js->n_hash_threads++;
+        }
+        r = -pthread_create(&js->writer, NULL, writer_thread, js);
+        if (r < 0)
+                goto fail;
+        js->writer_started = true;
+        *ret = js;
+        return 0;
+fail:
+        jobs_free(js);
+        return r;
+}
+
+Jobs *jobs_free(Jobs *js) {
+        if (!js)
+                return NULL;
+        pthread_mutex_lock(&js->lock);
+        js->stopping = true;
+        pthread_cond_broadcast(&js->hash_cond);
+        pthread_cond_broadcast(&js->write_cond);
+        pthread_mutex_unlock(&js->lock);
+        for (unsigned i = 0; i < js->n_hash_threads; i++)
+                pthread_join(js->hash_threads[i], NULL);
+        if (js->writer_started)
+                pthread_join(js->writer, NULL);
+        jobs_dispatch_done(js);
+        free(js->hash_threads);
+        sd_event_source_disable_unref(js->done_source);
+        if (js->efd >= 0)
+                close(js->efd);
+        pthread_cond_destroy(&js->hash_cond);
+        pthread_cond_destroy(&js->write_cond);
+        pthread_mutex_destroy(&js->lock);
+        free(js);
+        return NULL;
+}
+
+void jobs_submit_hash(Jobs *js, Job *j) {
+        js->pending++;
+        pthread_mutex_lock(&js->lock);
+        queue_push(&js->hash_q, j);
+        pthread_cond_signal(&js->hash_cond);
+        pthread_mutex_unlock(&js->lock);
+}
+
+void jobs_submit_write(Jobs *js, Job *j) {
+        js->pending++;
+        pthread_mutex_lock(&js->lock);
+        queue_push(&js->write_q, j);
+        pthread_cond_signal(&js->write_cond);
+        pthread_mutex_unlock(&js->lock);
+}
+
+uint64_t jobs_pending(Jobs *js) {
+        return js->pending;
+}
+
+void jobs_stats(Jobs *js, JobsStats *ret) {
+        pthread_mutex_lock(&js->lock);
+        *ret = js->stats;
+        pthread_mutex_unlock(&js->lock);
+}

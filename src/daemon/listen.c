@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "listen.h"
+#include "log.h"
+#include "shared/macro.h"
+#include "shared/mpout.h"
+
+static int split_host_port(const char *address, char *host, size_t hostlen, char *port,
+                           size_t portlen) {
+        const char *colon;
+
+        if (address[0] == '[') {
+                const char *end = strchr(address, ']');
+                if (!end || end[1] != ':')
+                        return -EINVAL;
+                if ((size_t) (end - address - 1) >= hostlen)
+                        return -EINVAL;
+                memcpy(host, address + 1, (size_t) (end - address - 1));
+                host[end - address - 1] = '\0';
+                colon = end + 1;
+        } else {
+                colon = strrchr(address, ':');
+                if (!colon || (size_t) (colon - address) >= hostlen)
+                        return -EINVAL;
+                memcpy(host, address, (size_t) (colon - address));
+                host[colon - address] = '\0';
+        }
+        if (strlen(colon + 1) == 0 || strlen(colon + 1) >= portlen)
+                return -EINVAL;
+        strcpy(port, colon + 1);
+        for (const char *p = port; *p; p++)
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+        return 0;
+}
+
+int listener_bind_tcp(Manager *m, const char *address, Listener *l) {
+        struct addrinfo hints = {
+                .ai_flags = AI_PASSIVE | AI_NUMERICSERV,
+                .ai_family = AF_UNSPEC,
+                .ai_socktype = SOCK_STREAM,
+        };
+        struct addrinfo *res = NULL;
+        char host[256], port[16];
+        int fd, r, one = 1;
+
+        r = split_host_port(address, host, sizeof host, port, sizeof port);
+        if (r < 0)
+                return log_error_errno(r, "Invalid listen address '%s': expected HOST:PORT", address);
+        r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+        if (r != 0)
+                return log_error_errno(EINVAL, "Cannot resolve listen address '%s': %s", address,
+                                       gai_strerror(r));
+
+        fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+                r = -errno;
+                freeaddrinfo(res);
+                return log_error_errno(r, "Cannot create socket for %s: %s", address, strerror(-r));
+        }
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (res->ai_family == AF_INET6)
+                (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+                r = -errno;
+                freeaddrinfo(res);
+                close(fd);
+                return log_error_errno(r, "Cannot listen on %s: %s", address, strerror(-r));
+        }
+        freeaddrinfo(res);
+        *l = (Listener) { .manager = m, .fd = fd, .kind = CONN_TCP };
+        snprintf(l->address, sizeof l->address, "%s", address);
+        return 0;
+}
+
+static void reject(int fd, const char *message) {
+        char buf[256];
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (!(msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
+              msgpack_pack_uint32(&pk, 0) || msgpack_pack_map(&pk, 2) ||
+              mp_kv_str(&pk, "code", "rate_limited") || mp_kv_str(&pk, "message", message) ||
+              msgpack_pack_nil(&pk)))
+                (void) !send(fd, sb.data, sb.size, MSG_NOSIGNAL | MSG_DONTWAIT);
+        msgpack_sbuffer_destroy(&sb);
+        (void) shutdown(fd, SHUT_WR);
+        /* read what is already there so that close() does not reset */
+        (void) !recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        close(fd);
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Listener *l = userdata;
+        l->retry = sd_event_source_disable_unref(l->retry);
+        (void) sd_event_source_set_enabled(l->source, SD_EVENT_ON);
+        return 0;
+}
+
+static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
+        Listener *l = userdata;
+        Manager *m = l->manager;
+
+        for (int i = 0; i < 64; i++) {
+                struct sockaddr_storage ss;
+                socklen_t sl = sizeof ss;
+                int fd = accept4(lfd, (struct sockaddr *) &ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0) {
+                        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+                                return 0;
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                            errno == ENOMEM) {
+                                log_warning("Cannot accept on %s: %s; pausing 100 ms", l->address,
+                                            strerror(errno));
+                                (void) sd_event_source_set_enabled(l->source, SD_EVENT_OFF);
+                                uint64_t now;
+                                (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+                                (void) sd_event_add_time(m->event, &l->retry, CLOCK_MONOTONIC,
+                                                         now + 100000, 0, on_retry, l);
+                                return 0;
+                        }
+                        log_warning("accept() on %s failed: %s", l->address, strerror(errno));
+                        return 0;
+                }
+                if (m->shutting_down) {
+                        close(fd);
+                        continue;
+                }
+                if (m->n_conns >= m->config.max_connections) {
+                        log_warning("Connection refused: %" PRIu64 " connections already open",
+                                    m->n_conns);
+                        reject(fd, "too many connections; retry later");
+                        continue;
+                }
+                Conn *c = NULL;
+                int r = conn_new(m, fd, l->kind, (struct sockaddr *) &ss, sl, &c);
+                if (r < 0) {
+                        log_error_errno(r, "Cannot set up connection: %s", strerror(-r));
+                        close(fd);
+                        continue;
+                }
+                if (sessions_peer_conns(c->peer) > m->config.max_connections_per_peer) {
+                        log_notice("Connection from %s refused: over %" PRIu64 " connections "
+                                   "from that address", c->peer_str,
+                                   m->config.max_connections_per_peer);
+                        c->io = sd_event_source_disable_unref(c->io);
+                        int cfd = c->fd;
+                        c->fd = -1;
+                        conn_close(c, "limit");
+                        reject(cfd, "too many connections from this address; retry later");
+                        continue;
+                }
+        }
+        return 0;
+}
+
+int listener_start(Listener *l) {
+        int r = sd_event_add_io(l->manager->event, &l->source, l->fd, EPOLLIN, on_accept, l);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch %s: %s", l->address, strerror(-r));
+        return 0;
+}
+
+void listener_stop(Listener *l) {
+        l->source = sd_event_source_disable_unref(l->source);
+        l->retry = sd_event_source_disable_unref(l->retry);
+        if (l->fd >= 0)
+                close(l->fd);
+        l->fd = -1;
+}

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT */
+/* Listening sockets: bound from flags (TCP), later also received from
+ * systemd by name. Each accepts into a Conn of its kind. */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "conn.h"
+
+struct Listener {
+        Manager *manager;
+        int fd;
+        ConnKind kind;
+        char address[128];
+        sd_event_source *source;
+        sd_event_source *retry;         /* accept paused after EMFILE */
+};
+
+/* "HOST:PORT", "[v6]:PORT"; binds and listens; fills l (not started). */
+int listener_bind_tcp(Manager *m, const char *address, Listener *l);
+int listener_start(Listener *l);
+void listener_stop(Listener *l);    /* stops accepting and closes the socket */

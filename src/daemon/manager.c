@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "conn.h"
+#include "listen.h"
+#include "log.h"
+#include "manager.h"
+#include "rpc.h"
+#include "shared/macro.h"
+
+#define SWEEP_USEC       (250 * 1000ull)
+#define SHUTDOWN_TICK_USEC (50 * 1000ull)
+#define SHUTDOWN_DEADLINE_MS 8000ull
+
+void client_methods_init(Manager *m);
+
+int64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t mono_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+static int mkdir_p(const char *path, mode_t mode) {
+        char buf[4096];
+        size_t n = strlen(path);
+
+        if (n == 0 || n >= sizeof buf)
+                return -EINVAL;
+        memcpy(buf, path, n + 1);
+        for (size_t i = 1; i <= n; i++) {
+                if (buf[i] != '/' && buf[i] != '\0')
+                        continue;
+                char saved = buf[i];
+                buf[i] = '\0';
+                if (mkdir(buf, i == n ? mode : 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                buf[i] = saved;
+        }
+        return 0;
+}
+
+/* $STATE_DIRECTORY, /var/lib/vmmd for root, else $XDG_STATE_HOME/vmmd. */
+static int default_state_dir(char *buf, size_t len) {
+        const char *e = getenv("STATE_DIRECTORY");
+        if (e && *e) {
+                const char *colon = strchr(e, ':');
+                size_t n = colon ? (size_t) (colon - e) : strlen(e);
+                if (n >= len)
+                        return -ENAMETOOLONG;
+                memcpy(buf, e, n);
+                buf[n] = '\0';
+                return 0;
+        }
+        if (geteuid() == 0) {
+                snprintf(buf, len, "/var/lib/vmmd");
+                return 0;
+        }
+        e = getenv("XDG_STATE_HOME");
+        if (e && *e == '/') {
+                snprintf(buf, len, "%s/vmmd", e);
+                return 0;
+        }
+        e = getenv("HOME");
+        if (!e || *e != '/') {
+                struct passwd *pw = getpwuid(geteuid());
+                e = pw ? pw->pw_dir : NULL;
+        }
+        if (!e)
+                return -ENOENT;
+        snprintf(buf, len, "%s/.local/state/vmmd", e);
+        return 0;
+}
+
+int manager_new(Manager **ret, Config *config) {
+        Manager *m = calloc(1, sizeof *m);
+        int r;
+
+        if (!m)
+                return -ENOMEM;
+        m->config = *config;
+        *config = (Config) { 0 };
+        m->started_at_ms = now_ms();
+        m->started_mono_ms = mono_ms();
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                goto fail;
+        r = sessions_new(&m->sessions);
+        if (r < 0)
+                goto fail;
+        *ret = m;
+        return 0;
+fail:
+        manager_free(m);
+        return r;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        for (size_t i = 0; i < m->n_listeners; i++)
+                listener_stop(&m->listeners[i]);
+        free(m->listeners);
+        while (m->conns)
+                conn_close(m->conns, "shutdown");
+        /* finish queued writes (their done() may touch sessions) */
+        m->jobs = jobs_free(m->jobs);
+        m->sweep_timer = sd_event_source_disable_unref(m->sweep_timer);
+        m->purge_timer = sd_event_source_disable_unref(m->purge_timer);
+        m->shutdown_timer = sd_event_source_disable_unref(m->shutdown_timer);
+        m->sigterm_source = sd_event_source_disable_unref(m->sigterm_source);
+        m->sigint_source = sd_event_source_disable_unref(m->sigint_source);
+        m->sessions = sessions_free(m->sessions);
+        m->store = store_close(m->store);
+        m->event = sd_event_unref(m->event);
+        secret_wipe(m->hash_key, sizeof m->hash_key);
+        config_done(&m->config);
+        free(m);
+        return NULL;
+}
+
+static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now = mono_ms();
+        static uint64_t last_gc;
+
+        for (Conn *c = m->conns, *next; c; c = next) {
+                next = c->next;
+                conn_ref(c);
+                conn_sweep(c, now);
+                next = c->dead ? NULL : c->next;
+                conn_unref(c);
+                if (!next)
+                        break;
+        }
+        if (now - last_gc > 60000) {
+                last_gc = now;
+                sessions_peers_gc(m->sessions, now_ms());
+        }
+        (void) sd_event_source_set_time_relative(s, SWEEP_USEC);
+        return 0;
+}
+
+static int on_purge(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        uint64_t ttl_us = m->config.session_ttl_s * 1000000ull;
+        uint64_t every = MIN(MAX(ttl_us / 4, 1000000ull), 60000000ull);
+
+        if (!m->shutting_down)
+                client_sessions_purge(m);
+        (void) sd_event_source_set_time_relative(s, every);
+        return 0;
+}
+
+static int on_shutdown_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        uint64_t now = mono_ms();
+
+        for (Conn *c = m->conns, *next; c; c = next) {
+                conn_ref(c);
+                conn_sweep(c, now);
+                next = c->dead ? NULL : c->next;
+                conn_unref(c);
+                if (!next)
+                        break;
+        }
+        if (m->n_conns == 0 && jobs_pending(m->jobs) == 0) {
+                sd_event_exit(m->event, 0);
+                return 0;
+        }
+        (void) sd_event_source_set_time_relative(s, SHUTDOWN_TICK_USEC);
+        return 0;
+}
+
+static int on_shutdown_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        log_warning("Stopping: %" PRIu64 " connections still busy after %llu s; closing them",
+                    m->n_conns, SHUTDOWN_DEADLINE_MS / 1000);
+        while (m->conns)
+                conn_close(m->conns, "shutdown");
+        sd_event_exit(m->event, 0);
+        return 0;
+}
+
+void manager_begin_shutdown(Manager *m, const char *why) {
+        if (m->shutting_down)
+                return;
+        m->shutting_down = true;
+        log_info("Stopping (%s)", why);
+        for (size_t i = 0; i < m->n_listeners; i++)
+                listener_stop(&m->listeners[i]);
+        for (Conn *c = m->conns; c; c = c->next) {
+                c->shutdown_cutoff_set = true;
+                c->shutdown_cutoff = c->received;
+        }
+        (void) sd_event_add_time_relative(m->event, &m->shutdown_timer, CLOCK_MONOTONIC,
+                                          SHUTDOWN_TICK_USEC, 0, on_shutdown_tick, m);
+        (void) sd_event_source_set_enabled(m->shutdown_timer, SD_EVENT_ON);
+        sd_event_source *deadline = NULL;
+        (void) sd_event_add_time_relative(m->event, &deadline, CLOCK_MONOTONIC,
+                                          SHUTDOWN_DEADLINE_MS * 1000, 0, on_shutdown_deadline, m);
+        (void) sd_event_source_set_floating(deadline, true);
+        sd_event_source_unref(deadline);
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        manager_begin_shutdown(m, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        return 0;
+}
+
+int manager_start(Manager *m) {
+        char err[512] = "";
+        int r;
+
+        /* state directory */
+        if (m->config.state_dir)
+                snprintf(m->state_dir, sizeof m->state_dir, "%s", m->config.state_dir);
+        else {
+                r = default_state_dir(m->state_dir, sizeof m->state_dir);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot find a state directory; use --state-dir");
+        }
+        r = mkdir_p(m->state_dir, 0700);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create state directory %s: %s", m->state_dir,
+                                       strerror(-r));
+
+        StoreOptions so = {
+                .dir = m->state_dir,
+                .map_size_max = m->config.map_size_max,
+        };
+        r = store_open(&so, &m->store, err, sizeof err);
+        if (r < 0)
+                return log_error_errno(r, "Cannot open the database in %s: %s", m->state_dir,
+                                       err[0] ? err : strerror(-r));
+        store_hash_key(m->store, m->hash_key);
+
+        r = jobs_new(m->event, m->store, (unsigned) m->config.hash_workers, &m->jobs);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start worker threads: %s", strerror(-r));
+        client_methods_init(m);
+
+        /* listeners */
+        size_t n = m->config.n_listen ? m->config.n_listen : 1;
+        m->listeners = calloc(n, sizeof(Listener));
+        if (!m->listeners)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *a = m->config.n_listen ? m->config.listen[i] : "127.0.0.1:7707";
+                r = listener_bind_tcp(m, a, &m->listeners[m->n_listeners]);
+                if (r < 0)
+                        return r;
+                m->n_listeners++;
+        }
+        for (size_t i = 0; i < m->n_listeners; i++) {
+                r = listener_start(&m->listeners[i]);
+                if (r < 0)
+                        return r;
+        }
+
+        /* signals and timers */
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGPIPE);
+        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
+                return log_error_errno(errno, "sigprocmask: %s", strerror(errno));
+        r = sd_event_add_signal(m->event, &m->sigterm_source, SIGTERM, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, &m->sigint_source, SIGINT, on_signal, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch signals: %s", strerror(-r));
+        r = sd_event_add_time_relative(m->event, &m->sweep_timer, CLOCK_MONOTONIC, SWEEP_USEC, 0,
+                                       on_sweep, m);
+        if (r >= 0)
+                r = sd_event_add_time_relative(m->event, &m->purge_timer, CLOCK_MONOTONIC,
+                                               1000000, 0, on_purge, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot add timers: %s", strerror(-r));
+        (void) sd_event_source_set_enabled(m->sweep_timer, SD_EVENT_ON);
+        (void) sd_event_source_set_enabled(m->purge_timer, SD_EVENT_ON);
+
+        for (size_t i = 0; i < m->n_listeners; i++)
+                log_info("Listening on %s", m->listeners[i].address);
+        log_info("vmmd %s started; database %s", VMMD_VERSION, store_path(m->store));
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %s", strerror(-r));
+        log_info("vmmd stopped");
+        return 0;
+}
