@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "conn.h"
+#include "events.h"
 #include "log.h"
 #include "rpc.h"
 #include "session.h"
@@ -65,6 +67,8 @@ int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, sockl
         c->id = ++m->next_conn_id;
         c->since_ms = now_ms();
         c->last_activity_ms = mono_ms();
+        c->uid = (uid_t) -1;
+        c->pid = 0;
         format_peer(sa, c->peer_str, sizeof c->peer_str);
         mpscan_init(&c->scan, conn_max_message(c), VMM_MAX_DEPTH);
 
@@ -119,6 +123,16 @@ void conn_close(Conn *c, const char *reason) {
         c->dead = true;
         c->close_reason = reason;
         log_debug("Connection %" PRIu64 " from %s closed (%s)", c->id, c->peer_str, reason);
+
+        events_unwatch(m, c);
+        for (size_t i = 0; i < c->n_fds; i++)
+                (void) close(c->fds[i]);
+        c->n_fds = 0;
+        if (c->announced)
+                events_emit(m, &(Event) { .type = "conn.closed", .has_conn = true, .conn = c->id,
+                                          .peer = c->peer_str,
+                                          .vm_id = c->attached ? c->vm_id : NULL,
+                                          .vm_id_nil = !c->attached, .reason = reason });
 
         if (c->attached) {
                 uint8_t hash[SECRET_HASH_BYTES];
@@ -376,6 +390,71 @@ static void conn_update_events(Conn *c) {
         (void) sd_event_source_set_io_events(c->io, ev);
 }
 
+/* recv() that also takes descriptors sent with SCM_RIGHTS (admin socket). */
+static ssize_t recv_with_fds(Conn *c, uint8_t *buf, size_t len) {
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * CONN_MAX_FDS)];
+        } control;
+        struct iovec iov = { .iov_base = buf, .iov_len = len };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = &control,
+                .msg_controllen = sizeof control,
+        };
+        ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0)
+                return n;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+                if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+                        continue;
+                size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                int *fds = (int *) CMSG_DATA(cm);
+                for (size_t i = 0; i < nfd; i++) {
+                        int fd;
+                        memcpy(&fd, fds + i, sizeof fd);
+                        if (c->n_fds < CONN_MAX_FDS)
+                                c->fds[c->n_fds++] = fd;
+                        else
+                                (void) close(fd);
+                }
+        }
+        return n;
+}
+
+int conn_take_fd(Conn *c) {
+        if (c->n_fds == 0)
+                return -1;
+        int fd = c->fds[0];
+        memmove(c->fds, c->fds + 1, (c->n_fds - 1) * sizeof(int));
+        c->n_fds--;
+        return fd;
+}
+
+size_t conn_unsent(Conn *c) {
+        return c->out_len - c->out_head;
+}
+
+void conn_send_soon(Conn *c) {
+        if (c->dead)
+                return;
+        if (conn_flush(c) < 0) {
+                manager_close_later(c->manager, c, "error");
+                return;
+        }
+        uint32_t ev = 0;
+        if (!c->closing) {
+                size_t bound = conn_max_message(c) + READ_CHUNK;
+                if (!c->paused && !c->read_eof && c->in_len - c->in_head < bound)
+                        ev |= EPOLLIN;
+        } else if (out_pending(c) == 0)
+                ev |= EPOLLIN;
+        if (out_pending(c) > 0)
+                ev |= EPOLLOUT;
+        (void) sd_event_source_set_io_events(c->io, ev);
+}
+
 static int conn_read(Conn *c) {
         if (c->closing) {
                 uint8_t sink[4096];
@@ -411,7 +490,11 @@ static int conn_read(Conn *c) {
                         c->in_cap = cap;
                 }
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
+        ssize_t n;
+        if (c->kind == CONN_ADMIN)
+                n = recv_with_fds(c, c->in + c->in_len, c->in_cap - c->in_len);
+        else
+                n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
         if (n == 0) {
                 c->read_eof = true;
                 return 0;

@@ -8,11 +8,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #include "manager.h"
 #include "shared/mpscan.h"
 #include "shared/secret.h"
+
+#define CONN_MAX_FDS 4
 
 typedef struct Request Request;
 typedef struct Peer Peer;
@@ -63,6 +66,17 @@ struct Conn {
         uint8_t session_hash[SECRET_HASH_BYTES];
         char vm_id[VMM_VM_ID_MAX + 1];
         const char *close_reason;
+
+        /* admin socket */
+        uid_t uid;
+        pid_t pid;
+        int fds[CONN_MAX_FDS];          /* received with SCM_RIGHTS, oldest first */
+        size_t n_fds;
+        bool watching;                  /* events.watch */
+        Conn *watch_prev, *watch_next;
+        uint64_t event_seq;
+        bool close_pending;             /* closed by manager_close_later() */
+        bool announced;                 /* conn.opened was emitted */
 };
 
 int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, socklen_t salen,
@@ -88,3 +102,9 @@ void conn_close_after_flush(Conn *c, const char *reason);
 void conn_sweep(Conn *c, uint64_t now_mono);
 /* Process buffered input (used after shutdown begins). */
 void conn_kick(Conn *c);
+/* Bytes queued and not sent yet. */
+size_t conn_unsent(Conn *c);
+/* Try to send queued output now (no input processing); for notifications. */
+void conn_send_soon(Conn *c);
+/* Take the oldest descriptor received on the connection; -1 if none. */
+int conn_take_fd(Conn *c);

@@ -24,6 +24,8 @@ struct Jobs {
         pthread_cond_t hash_cond, write_cond;
         Queue hash_q, write_q, done_q;
         bool stopping;
+        unsigned solo_running;
+        pthread_cond_t solo_cond;
 
         pthread_t *hash_threads;
         unsigned n_hash_threads;
@@ -221,6 +223,7 @@ int jobs_new(sd_event *e, Store *store, unsigned hash_workers, Jobs **ret) {
         pthread_mutex_init(&js->lock, NULL);
         pthread_cond_init(&js->hash_cond, NULL);
         pthread_cond_init(&js->write_cond, NULL);
+        pthread_cond_init(&js->solo_cond, NULL);
 
         js->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (js->efd < 0) {
@@ -262,6 +265,8 @@ Jobs *jobs_free(Jobs *js) {
         js->stopping = true;
         pthread_cond_broadcast(&js->hash_cond);
         pthread_cond_broadcast(&js->write_cond);
+        while (js->solo_running > 0)
+                pthread_cond_wait(&js->solo_cond, &js->lock);
         pthread_mutex_unlock(&js->lock);
         for (unsigned i = 0; i < js->n_hash_threads; i++)
                 pthread_join(js->hash_threads[i], NULL);
@@ -274,6 +279,7 @@ Jobs *jobs_free(Jobs *js) {
                 close(js->efd);
         pthread_cond_destroy(&js->hash_cond);
         pthread_cond_destroy(&js->write_cond);
+        pthread_cond_destroy(&js->solo_cond);
         pthread_mutex_destroy(&js->lock);
         free(js);
         return NULL;
@@ -293,6 +299,54 @@ void jobs_submit_write(Jobs *js, Job *j) {
         queue_push(&js->write_q, j);
         pthread_cond_signal(&js->write_cond);
         pthread_mutex_unlock(&js->lock);
+}
+
+typedef struct ThreadArg {
+        Jobs *jobs;
+        Job *job;
+} ThreadArg;
+
+static void *solo_thread(void *userdata) {
+        ThreadArg *a = userdata;
+        Jobs *js = a->jobs;
+        Job *j = a->job;
+
+        free(a);
+        j->result = j->hash(j);
+        pthread_mutex_lock(&js->lock);
+        jobs_complete_locked(js, j);
+        js->solo_running--;
+        pthread_cond_broadcast(&js->solo_cond);
+        pthread_mutex_unlock(&js->lock);
+        return NULL;
+}
+
+int jobs_submit_thread(Jobs *js, Job *j) {
+        pthread_attr_t attr;
+        pthread_t t;
+        ThreadArg *a = malloc(sizeof *a);
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        a->jobs = js;
+        a->job = j;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_mutex_lock(&js->lock);
+        js->solo_running++;
+        pthread_mutex_unlock(&js->lock);
+        js->pending++;
+        r = -pthread_create(&t, &attr, solo_thread, a);
+        pthread_attr_destroy(&attr);
+        if (r < 0) {
+                js->pending--;
+                pthread_mutex_lock(&js->lock);
+                js->solo_running--;
+                pthread_mutex_unlock(&js->lock);
+                free(a);
+        }
+        return r;
 }
 
 uint64_t jobs_pending(Jobs *js) {

@@ -41,6 +41,9 @@ Jobs *jobs_free(Jobs *j);
 
 void jobs_submit_hash(Jobs *j, Job *job);
 void jobs_submit_write(Jobs *j, Job *job);
+/* Run job->hash on a thread of its own (long work such as a backup, which
+ * must not hold up logins); done() comes back to the loop as usual. */
+int jobs_submit_thread(Jobs *j, Job *job);
 /* Jobs submitted and not yet done() */
 uint64_t jobs_pending(Jobs *j);
 void jobs_stats(Jobs *j, JobsStats *ret);

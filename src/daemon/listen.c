@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "events.h"
 #include "listen.h"
 #include "log.h"
 #include "shared/macro.h"
@@ -81,7 +86,117 @@ int listener_bind_tcp(Manager *m, const char *address, Listener *l) {
         return 0;
 }
 
+static int mkdir_parents(const char *path) {
+        char buf[4096];
+        size_t n = strlen(path);
+
+        if (n >= sizeof buf)
+                return -ENAMETOOLONG;
+        memcpy(buf, path, n + 1);
+        for (size_t i = 1; i < n; i++) {
+                if (buf[i] != '/')
+                        continue;
+                buf[i] = '\0';
+                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                buf[i] = '/';
+        }
+        return 0;
+}
+
+int listener_bind_unix(Manager *m, const char *path, Listener *l) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        int fd, r;
+
+        if (strlen(path) >= sizeof sa.sun_path)
+                return log_error_errno(ENAMETOOLONG, "Admin socket path too long: %s", path);
+        strcpy(sa.sun_path, path);
+        r = mkdir_parents(path);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create the directory of %s: %s", path,
+                                       strerror(-r));
+        if (lstat(path, &st) == 0) {
+                if (!S_ISSOCK(st.st_mode))
+                        return log_error_errno(EEXIST, "%s exists and is not a socket; not "
+                                               "replacing it", path);
+                int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (probe >= 0) {
+                        bool live = connect(probe, (struct sockaddr *) &sa, sizeof sa) == 0 ||
+                                    errno != ECONNREFUSED;
+                        int saved = errno;
+                        close(probe);
+                        if (live && saved != ENOENT)
+                                return log_error_errno(EADDRINUSE, "Another daemon serves %s; "
+                                                       "not starting", path);
+                }
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return log_error_errno(errno, "Cannot remove stale socket %s: %s", path,
+                                               strerror(errno));
+                log_info("Replaced stale socket %s", path);
+        }
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot create admin socket: %s", strerror(errno));
+        mode_t old = umask(0117);
+        r = bind(fd, (struct sockaddr *) &sa, sizeof sa);
+        umask(old);
+        if (r < 0 || listen(fd, 128) < 0) {
+                r = -errno;
+                close(fd);
+                return log_error_errno(r, "Cannot listen on %s: %s", path, strerror(-r));
+        }
+        (void) chmod(path, 0660);
+        if (m->admin_gid_valid && chown(path, (uid_t) -1, m->admin_gid) < 0)
+                log_warning("Cannot give %s to the admin group: %s", path, strerror(errno));
+        *l = (Listener) { .manager = m, .fd = fd, .kind = CONN_ADMIN };
+        snprintf(l->address, sizeof l->address, "%s", path);
+        snprintf(l->unix_path, sizeof l->unix_path, "%s", path);
+        return 0;
+}
+
+/* root, our own uid, or a member of the admin group */
+static bool admin_allowed(Manager *m, int fd, struct ucred *ret) {
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return false;
+        *ret = cred;
+        if (cred.uid == 0 || cred.uid == geteuid())
+                return true;
+        if (!m->admin_gid_valid)
+                return false;
+        if (cred.gid == m->admin_gid)
+                return true;
+        gid_t groups[256];
+        len = sizeof groups;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) {
+                for (size_t i = 0; i < len / sizeof(gid_t); i++)
+                        if (groups[i] == m->admin_gid)
+                                return true;
+                return false;
+        }
+        /* no SO_PEERGROUPS: the user database */
+        struct passwd *pw = getpwuid(cred.uid);
+        if (!pw)
+                return false;
+        int ng = 256;
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &ng) < 0)
+                return false;
+        for (int i = 0; i < ng; i++)
+                if (groups[i] == m->admin_gid)
+                        return true;
+        return false;
+}
+
+static void reject_code(int fd, const char *code, const char *message);
+
 static void reject(int fd, const char *message) {
+        reject_code(fd, "rate_limited", message);
+}
+
+static void reject_code(int fd, const char *code, const char *message) {
         char buf[256];
         msgpack_sbuffer sb;
         msgpack_packer pk;
@@ -90,7 +205,7 @@ static void reject(int fd, const char *message) {
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         if (!(msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
               msgpack_pack_uint32(&pk, 0) || msgpack_pack_map(&pk, 2) ||
-              mp_kv_str(&pk, "code", "rate_limited") || mp_kv_str(&pk, "message", message) ||
+              mp_kv_str(&pk, "code", code) || mp_kv_str(&pk, "message", message) ||
               msgpack_pack_nil(&pk)))
                 (void) !send(fd, sb.data, sb.size, MSG_NOSIGNAL | MSG_DONTWAIT);
         msgpack_sbuffer_destroy(&sb);
@@ -142,11 +257,28 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
                         reject(fd, "too many connections; retry later");
                         continue;
                 }
+                struct ucred cred = { .uid = (uid_t) -1 };
+                if (l->kind == CONN_ADMIN && !admin_allowed(m, fd, &cred)) {
+                        log_notice("Admin socket: refused uid %u pid %d (not root, uid %u or "
+                                   "the admin group)", (unsigned) cred.uid, (int) cred.pid,
+                                   (unsigned) geteuid());
+                        reject_code(fd, "forbidden",
+                                    "not allowed: the admin socket serves root, the daemon's "
+                                    "user and the admin group");
+                        continue;
+                }
                 Conn *c = NULL;
                 int r = conn_new(m, fd, l->kind, (struct sockaddr *) &ss, sl, &c);
                 if (r < 0) {
                         log_error_errno(r, "Cannot set up connection: %s", strerror(-r));
                         close(fd);
+                        continue;
+                }
+                if (l->kind == CONN_ADMIN) {
+                        c->uid = cred.uid;
+                        c->pid = cred.pid;
+                        snprintf(c->peer_str, sizeof c->peer_str, "uid=%u pid=%d",
+                                 (unsigned) cred.uid, (int) cred.pid);
                         continue;
                 }
                 if (sessions_peer_conns(c->peer) > m->config.max_connections_per_peer) {
@@ -160,6 +292,9 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
                         reject(cfd, "too many connections from this address; retry later");
                         continue;
                 }
+                c->announced = true;
+                events_emit(m, &(Event) { .type = "conn.opened", .has_conn = true,
+                                          .conn = c->id, .peer = c->peer_str });
         }
         return 0;
 }
@@ -177,4 +312,8 @@ void listener_stop(Listener *l) {
         if (l->fd >= 0)
                 close(l->fd);
         l->fd = -1;
+        if (l->unix_path[0]) {
+                (void) unlink(l->unix_path);
+                l->unix_path[0] = '\0';
+        }
 }

@@ -14,9 +14,13 @@ struct Listener {
         char address[128];
         sd_event_source *source;
         sd_event_source *retry;         /* accept paused after EMFILE */
+        char unix_path[108];            /* an admin socket we created: unlinked at stop */
 };
 
 /* "HOST:PORT", "[v6]:PORT"; binds and listens; fills l (not started). */
 int listener_bind_tcp(Manager *m, const char *address, Listener *l);
+/* The admin socket: mode 0660, group the admin group; a stale socket file is
+ * replaced, a live one (another daemon) refused. */
+int listener_bind_unix(Manager *m, const char *path, Listener *l);
 int listener_start(Listener *l);
 void listener_stop(Listener *l);    /* stops accepting and closes the socket */

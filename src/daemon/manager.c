@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <inttypes.h>
+#include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -87,6 +89,35 @@ static int default_state_dir(char *buf, size_t len) {
         return 0;
 }
 
+/* The admin socket path: --admin-socket, $RUNTIME_DIRECTORY/admin.sock,
+ * /run/vmmd/admin.sock for root, else $XDG_RUNTIME_DIR/vmmd/admin.sock.
+ * Returns 1 with a path, 0 when there is none. */
+static int default_admin_socket(Manager *m, char *buf, size_t len) {
+        const char *e;
+
+        if (m->config.admin_socket) {
+                snprintf(buf, len, "%s", m->config.admin_socket);
+                return 1;
+        }
+        e = getenv("RUNTIME_DIRECTORY");
+        if (e && *e == '/') {
+                const char *colon = strchr(e, ':');
+                int n = colon ? (int) (colon - e) : (int) strlen(e);
+                snprintf(buf, len, "%.*s/admin.sock", n, e);
+                return 1;
+        }
+        if (geteuid() == 0) {
+                snprintf(buf, len, "/run/vmmd/admin.sock");
+                return 1;
+        }
+        e = getenv("XDG_RUNTIME_DIR");
+        if (e && *e == '/') {
+                snprintf(buf, len, "%s/vmmd/admin.sock", e);
+                return 1;
+        }
+        return 0;
+}
+
 int manager_new(Manager **ret, Config *config) {
         Manager *m = calloc(1, sizeof *m);
         int r;
@@ -124,6 +155,7 @@ Manager *manager_free(Manager *m) {
         m->sweep_timer = sd_event_source_disable_unref(m->sweep_timer);
         m->purge_timer = sd_event_source_disable_unref(m->purge_timer);
         m->shutdown_timer = sd_event_source_disable_unref(m->shutdown_timer);
+        m->close_later_source = sd_event_source_disable_unref(m->close_later_source);
         m->sigterm_source = sd_event_source_disable_unref(m->sigterm_source);
         m->sigint_source = sd_event_source_disable_unref(m->sigint_source);
         m->sessions = sessions_free(m->sessions);
@@ -199,6 +231,33 @@ static int on_shutdown_deadline(sd_event_source *s, uint64_t usec, void *userdat
         return 0;
 }
 
+static int on_close_later(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        for (bool again = true; again;) {
+                again = false;
+                for (Conn *c = m->conns; c; c = c->next)
+                        if (c->close_pending) {
+                                conn_close(c, c->close_reason ? c->close_reason : "killed");
+                                again = true;
+                                break;
+                        }
+        }
+        return 0;
+}
+
+void manager_close_later(Manager *m, Conn *c, const char *reason) {
+        if (c->dead || c->close_pending)
+                return;
+        c->close_pending = true;
+        c->close_reason = reason;
+        if (!m->close_later_source) {
+                if (sd_event_add_defer(m->event, &m->close_later_source, on_close_later, m) < 0)
+                        return;
+        }
+        (void) sd_event_source_set_enabled(m->close_later_source, SD_EVENT_ONESHOT);
+}
+
 void manager_begin_shutdown(Manager *m, const char *why) {
         if (m->shutting_down)
                 return;
@@ -230,6 +289,16 @@ int manager_start(Manager *m) {
         char err[512] = "";
         int r;
 
+        /* Block the signals sd-event handles before any thread is created:
+         * threads inherit the mask, so none of them takes SIGTERM. */
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGPIPE);
+        if (pthread_sigmask(SIG_BLOCK, &ss, NULL) != 0)
+                return log_error_errno(EINVAL, "Cannot block signals");
+
         /* state directory */
         if (m->config.state_dir)
                 snprintf(m->state_dir, sizeof m->state_dir, "%s", m->config.state_dir);
@@ -260,7 +329,7 @@ int manager_start(Manager *m) {
 
         /* listeners */
         size_t n = m->config.n_listen ? m->config.n_listen : 1;
-        m->listeners = calloc(n, sizeof(Listener));
+        m->listeners = calloc(n + 1, sizeof(Listener));
         if (!m->listeners)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
@@ -270,20 +339,31 @@ int manager_start(Manager *m) {
                         return r;
                 m->n_listeners++;
         }
+        /* the admin socket */
+        struct group *gr = getgrnam(m->config.admin_group ? m->config.admin_group : "vmmd");
+        if (gr) {
+                m->admin_gid = gr->gr_gid;
+                m->admin_gid_valid = true;
+        } else if (m->config.admin_group)
+                log_warning("Admin group '%s' does not exist; only root and uid %u may use the "
+                            "admin socket", m->config.admin_group, (unsigned) geteuid());
+        char admin_path[4096];
+        r = default_admin_socket(m, admin_path, sizeof admin_path);
+        if (r > 0) {
+                r = listener_bind_unix(m, admin_path, &m->listeners[m->n_listeners]);
+                if (r < 0)
+                        return r;
+                m->n_listeners++;
+        } else
+                log_warning("No admin socket: set --admin-socket or XDG_RUNTIME_DIR");
+
         for (size_t i = 0; i < m->n_listeners; i++) {
                 r = listener_start(&m->listeners[i]);
                 if (r < 0)
                         return r;
         }
 
-        /* signals and timers */
-        sigset_t ss;
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGTERM);
-        sigaddset(&ss, SIGINT);
-        sigaddset(&ss, SIGPIPE);
-        if (sigprocmask(SIG_BLOCK, &ss, NULL) < 0)
-                return log_error_errno(errno, "sigprocmask: %s", strerror(errno));
+        /* signals (blocked before any thread starts) and timers */
         r = sd_event_add_signal(m->event, &m->sigterm_source, SIGTERM, on_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, &m->sigint_source, SIGINT, on_signal, m);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
@@ -28,6 +29,10 @@ typedef struct Manager {
         size_t n_listeners;
 
         Conn *conns;            /* all connections, newest first */
+        Conn *watchers;         /* events.watch connections */
+        sd_event_source *close_later_source;
+        bool admin_gid_valid;
+        gid_t admin_gid;
         uint64_t n_conns;
         uint64_t next_conn_id;
 
@@ -48,6 +53,10 @@ int manager_start(Manager *m);                    /* store, listeners, timers */
 int manager_run(Manager *m);
 /* Begin a clean stop: no new connections, answer what was received. */
 void manager_begin_shutdown(Manager *m, const char *why);
+
+/* Close c from the event loop soon, not from inside the current callback
+ * (closing another connection is deferred). */
+void manager_close_later(Manager *m, Conn *c, const char *reason);
 
 /* Realtime, in ms since the epoch; monotonic ms. */
 int64_t now_ms(void);

@@ -9,15 +9,16 @@
 
 #include "build-config.h"
 #include "log.h"
+#include "events.h"
+#include "methods.h"
 #include "rpc.h"
 #include "shared/macro.h"
 #include "shared/mpout.h"
 #include "shared/secret.h"
 
-#define REQUEST_OF(j) ((Request *) ((char *) (j) - offsetof(Request, job)))
 #define PAGE_OVERHEAD 256
 
-static void pstr_copy(char *dst, size_t cap, const ParamStr *s) {
+void pstr_copy(char *dst, size_t cap, const ParamStr *s) {
         size_t n = MIN(s->len, cap - 1);
         memcpy(dst, s->ptr, n);
         dst[n] = '\0';
@@ -97,7 +98,7 @@ static int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *v
         return 0;
 }
 
-static void reply_vm(Request *r, const StoreVm *vm) {
+void reply_vm(Request *r, const StoreVm *vm) {
         msgpack_sbuffer sb;
         msgpack_packer pk;
         StoreTxn *t = NULL;
@@ -128,7 +129,7 @@ static int disks_from_params(StoreVm *vm, const ParamDisks *d) {
         return 0;
 }
 
-static void free_state(void *p) {
+void free_state(void *p) {
         free(p);
 }
 
@@ -197,11 +198,13 @@ void client_session_left(Manager *m, const uint8_t hash[SECRET_HASH_BYTES], cons
 
 typedef struct PurgeJob {
         Job job;
+        Manager *manager;
         uint8_t *attached;
         size_t n_attached;
         int64_t now;
         uint64_t ttl_ms;
         uint8_t (*expired)[SECRET_HASH_BYTES];
+        char (*expired_vm)[VMM_VM_ID_MAX + 1];
         size_t n_expired, cap_expired;
         size_t purged;
 } PurgeJob;
@@ -220,6 +223,7 @@ static int purge_collect(void *userdata, const StoreSession *s) {
                 return 0;
         if (pj->n_expired == pj->cap_expired)
                 return 1;    /* the rest next time */
+        memcpy(pj->expired_vm[pj->n_expired], s->vm_id, VMM_VM_ID_MAX + 1);
         memcpy(pj->expired[pj->n_expired++], s->hash, SECRET_HASH_BYTES);
         return 0;
 }
@@ -262,8 +266,14 @@ static void purge_done(Job *j, int r) {
 
         if (r < 0)
                 log_warning_errno(r, "Purging expired sessions failed: %s", strerror(-r));
-        else if (pj->purged > 0)
-                log_debug("Purged %zu expired sessions", pj->purged);
+        else {
+                if (pj->purged > 0)
+                        log_debug("Purged %zu expired sessions", pj->purged);
+                for (size_t i = 0; i < pj->purged; i++)
+                        sessions_ended(pj->manager, pj->expired_vm[i], pj->expired + i, 1,
+                                       "expired");
+        }
+        free(pj->expired_vm);
         free(pj->attached);
         free(pj->expired);
         free(pj);
@@ -279,8 +289,12 @@ void client_sessions_purge(Manager *m) {
         }
         qsort(pj->attached, pj->n_attached, SECRET_HASH_BYTES, hash_cmp);
         pj->cap_expired = 10000;
+        pj->manager = m;
         pj->expired = malloc(pj->cap_expired * SECRET_HASH_BYTES);
-        if (!pj->expired) {
+        pj->expired_vm = malloc(pj->cap_expired * (VMM_VM_ID_MAX + 1));
+        if (!pj->expired || !pj->expired_vm) {
+                free(pj->expired);
+                free(pj->expired_vm);
                 free(pj->attached);
                 free(pj);
                 return;
@@ -328,10 +342,6 @@ static const ParamField register_fields[] = {
         { "disks", PARAM_DISKS, offsetof(RegisterParams, disks), false, 0, VMM_MAX_DISKS, NULL, NULL },
 };
 
-typedef struct VmState {
-        StoreVm vm;
-        bool hashed;
-} VmState;
 
 static int register_hash(Job *j) {
         Request *r = REQUEST_OF(j);
@@ -368,6 +378,8 @@ static void register_written(Job *j, int q) {
                 rpc_reply_errno(r, q);
         else {
                 log_info("VM '%s' registered from %s", st->vm.vm_id, r->conn->peer_str);
+                events_emit(r->manager, &(Event) { .type = "vm.registered",
+                                                   .vm_id = st->vm.vm_id });
                 reply_vm(r, &st->vm);
         }
         rpc_finish(r);
@@ -511,9 +523,7 @@ static int session_sort_created(const void *a, const void *b) {
         return memcmp(x->hash, y->hash, SECRET_HASH_BYTES);
 }
 
-/* Ends sessions of vm_id beyond `keep` (oldest first), or every session but
- * `except` when keep == 0. The ended hashes are collected for the loop. */
-static int end_sessions(StoreTxn *t, const char *vm_id, size_t keep, const uint8_t *except,
+int end_sessions(StoreTxn *t, const char *vm_id, size_t keep, const uint8_t *except,
                         uint8_t (**ended)[SECRET_HASH_BYTES], size_t *n_ended, size_t *cap_ended) {
         size_t max = 1024 + 16, n = 0;
         StoreSession *ss = malloc(max * sizeof *ss);
@@ -555,6 +565,17 @@ static int end_sessions(StoreTxn *t, const char *vm_id, size_t keep, const uint8
         }
         free(ss);
         return 0;
+}
+
+void sessions_ended(Manager *m, const char *vm_id, uint8_t (*ended)[SECRET_HASH_BYTES], size_t n,
+                    const char *reason) {
+        for (size_t i = 0; i < n; i++) {
+                char sid[SECRET_SESSION_ID_LEN + 1];
+                (void) sessions_end(m->sessions, ended[i]);
+                events_session_id(ended[i], sid);
+                events_emit(m, &(Event) { .type = "session.ended", .vm_id = vm_id, .session = sid,
+                                          .reason = reason });
+        }
 }
 
 static int auth_write(Job *j, StoreTxn *t) {
@@ -605,10 +626,13 @@ static void auth_written(Job *j, int q) {
                 rpc_finish(r);
                 return;
         }
-        for (size_t i = 0; i < st->n_ended; i++)
-                (void) sessions_end(m->sessions, st->ended[i]);
+        sessions_ended(m, st->vm_id, st->ended, st->n_ended, "evicted");
         attach_conn(r, st->hash, st->vm_id);
         log_info("VM '%s' logged in from %s", st->vm_id, r->conn->peer_str);
+        char sid[SECRET_SESSION_ID_LEN + 1];
+        events_session_id(st->hash, sid);
+        events_emit(m, &(Event) { .type = "session.started", .vm_id = st->vm_id, .session = sid,
+                                  .peer = r->conn->peer_str });
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -627,6 +651,8 @@ static void auth_failed(Request *r, const char *vm_id) {
         if (c->peer)
                 sessions_peer_failed(c->peer, now_ms());
         log_notice("Failed login for VM '%s' from %s", vm_id, c->peer_str);
+        events_emit(r->manager, &(Event) { .type = "auth.failed", .vm_id = vm_id,
+                                           .peer = c->peer_str });
 }
 
 static void auth_hashed(Job *j, int q) {
@@ -899,8 +925,11 @@ static void describe_written(Job *j, int q) {
                 rpc_reply_error(r, VMM_E_CONFLICT, "a disk id belongs to another VM");
         else if (q < 0)
                 rpc_reply_errno(r, q);
-        else
+        else {
+                events_emit(r->manager, &(Event) { .type = is_add ? "vm.described" : "vm.updated",
+                                                   .vm_id = r->vm_id });
                 reply_vm(r, &st->vm);
+        }
         rpc_finish(r);
 }
 
@@ -966,19 +995,14 @@ static int method_vm_get(Request *r) {
 
 static const char *const filter_choices[] = { "connected", "authorized", "all", NULL };
 
-typedef struct ListParams {
-        ParamStr filter;
-        ParamUint limit;
-        ParamStr after;
-} ListParams;
 
-static const ParamField vm_list_fields[] = {
+const ParamField vm_list_fields[] = {
         { "filter", PARAM_STR, offsetof(ListParams, filter), true, 1, 16, NULL, filter_choices },
         { "limit", PARAM_UINT, offsetof(ListParams, limit), false, VMM_PAGE_MIN, VMM_PAGE_MAX, NULL, NULL },
         { "after", PARAM_STR, offsetof(ListParams, after), false, 0, 1024, NULL, NULL },
 };
 
-static const ParamField disk_list_fields[] = {
+const ParamField disk_list_fields[] = {
         { "limit", PARAM_UINT, offsetof(ListParams, limit), false, VMM_PAGE_MIN, VMM_PAGE_MAX, NULL, NULL },
         { "after", PARAM_STR, offsetof(ListParams, after), false, 0, 1024, NULL, NULL },
 };
@@ -994,6 +1018,9 @@ typedef struct Page {
         int error;
         StoreVm *vm;            /* scratch */
 } Page;
+
+const size_t n_vm_list_fields = ELEMENTSOF(vm_list_fields);
+const size_t n_disk_list_fields = ELEMENTSOF(disk_list_fields);
 
 static int page_add_vm(void *userdata, const StoreVm *vm) {
         Page *pg = userdata;
@@ -1126,7 +1153,7 @@ out:
         return q;
 }
 
-static int method_vm_list(Request *r) {
+int method_vm_list(Request *r) {
         ListParams *p = r->params;
         int kind = 0;
 
@@ -1137,7 +1164,7 @@ static int method_vm_list(Request *r) {
         return list_run(r, "vms", kind);
 }
 
-static int method_disk_list(Request *r) {
+int method_disk_list(Request *r) {
         return list_run(r, "disks", 3);
 }
 
@@ -1208,8 +1235,9 @@ static void passwd_written(Job *j, int q) {
         if (q < 0)
                 rpc_reply_errno(r, q);
         else {
-                for (size_t i = 0; i < st->n_ended; i++)
-                        (void) sessions_end(r->manager->sessions, st->ended[i]);
+                sessions_ended(r->manager, r->vm_id, st->ended, st->n_ended, "password");
+                events_emit(r->manager, &(Event) { .type = "vm.password_changed",
+                                                   .vm_id = r->vm_id });
                 log_info("VM '%s' changed its password (%zu other sessions ended)", r->vm_id,
                          st->n_ended);
                 rpc_reply(r, NULL, 0);
@@ -1278,7 +1306,9 @@ static void logout_written(Job *j, int q) {
         if (q < 0)
                 rpc_reply_errno(r, q);
         else {
-                (void) sessions_end(r->manager->sessions, r->session_hash);
+                uint8_t one[1][SECRET_HASH_BYTES];
+                memcpy(one[0], r->session_hash, SECRET_HASH_BYTES);
+                sessions_ended(r->manager, r->vm_id, one, 1, "logout");
                 log_debug("VM '%s' logged out", r->vm_id);
                 rpc_reply(r, NULL, 0);
         }

@@ -205,8 +205,8 @@ void rpc_dispatch(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff) 
                 goto finish;
         }
 
-        const Method *table = client_methods;
-        size_t n_table = n_client_methods;
+        const Method *table = c->kind == CONN_ADMIN ? admin_methods : client_methods;
+        size_t n_table = c->kind == CONN_ADMIN ? n_admin_methods : n_client_methods;
         req->method = method_find(table, n_table, a[2].via.str.ptr, a[2].via.str.size);
         if (!req->method) {
                 char q[80];

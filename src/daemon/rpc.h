@@ -51,9 +51,11 @@ struct Method {
         size_t params_size;
 };
 
-/* methods-client.c */
+/* methods-client.c, methods-admin.c */
 extern const Method client_methods[];
 extern const size_t n_client_methods;
+extern const Method admin_methods[];
+extern const size_t n_admin_methods;
 
 /* Parse and run one whole message (len bytes, copied). after_cutoff: the
  * message arrived after shutdown began (answered with shutting_down). */

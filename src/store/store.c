@@ -1200,3 +1200,30 @@ int store_stats(StoreTxn *t, StoreStats *ret) {
         };
         return 0;
 }
+
+int store_backup(Store *s, int fd, uint64_t *ret_bytes) {
+        struct stat st;
+        int rc, r;
+
+        assert(s && fd >= 0);
+        /* a map resize must not run while the copy's read txn is open */
+        r = -pthread_rwlock_rdlock(&s->resize_lock);
+        if (r < 0)
+                return r;
+        rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
+        (void) pthread_rwlock_unlock(&s->resize_lock);
+        if (rc != 0)
+                return store_errno(rc);
+        if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS)
+                return -errno;
+        if (ret_bytes) {
+                off_t pos = lseek(fd, 0, SEEK_CUR);
+                if (pos > 0)
+                        *ret_bytes = (uint64_t) pos;
+                else if (fstat(fd, &st) == 0)
+                        *ret_bytes = (uint64_t) st.st_size;
+                else
+                        *ret_bytes = 0;
+        }
+        return 0;
+}

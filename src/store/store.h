@@ -163,3 +163,7 @@ typedef int (*StoreVmIdFunc)(void *userdata, const char *vm_id);
 int store_session_vm_foreach(StoreTxn *t, const char *after, StoreVmIdFunc f, void *userdata);
 
 int store_stats(StoreTxn *t, StoreStats *ret);
+
+/* Writes a consistent, compacted copy of the database to fd (any thread;
+ * takes a read transaction, so writers go on). *ret_bytes: bytes written. */
+int store_backup(Store *s, int fd, uint64_t *ret_bytes);

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* libvmm: a small blocking client for vmmd's MessagePack-RPC sockets
+ * (vmmd-protocol(7)), over TCP or the admin Unix socket.
+ *
+ * One VmmClient is one connection; it is not thread-safe. Every function that
+ * can fail returns a negative errno-style value:
+ *   -ECONNREFUSED, -EHOSTUNREACH, ... connecting failed (as connect(2) says)
+ *   -ECONNRESET   the server closed the connection (also mid-message)
+ *   -ETIMEDOUT    the timeout set with vmm_client_set_timeout() passed
+ *   -EBADMSG      the server sent bytes that are not MessagePack
+ *   -EMSGSIZE     a message (sent or received) is over the size or depth limit
+ *   -EPROTO       a MessagePack object that is not a response or notification
+ *   -ENOMEM, -EINVAL, -EBUSY as usual
+ * After a receive error other than -ETIMEDOUT the connection is unusable and
+ * every later call returns the same error. A daemon error is not a failure of
+ * the call: the function succeeds and VmmMessage.error says what went wrong.
+ *
+ * Typical use:
+ *
+ *     VmmClient *c;
+ *     VmmMessage m;
+ *     msgpack_packer *pk;
+ *     r = vmm_client_new(&c);
+ *     r = vmm_client_connect(c, "127.0.0.1:7707");
+ *     r = vmm_client_begin_map(c, "auth", 2, &pk, NULL);
+ *     vmm_pack_kv_str(pk, "vm_id", "vm1");
+ *     vmm_pack_kv_str(pk, "password", pw);
+ *     r = vmm_call_end(c, &m);
+ *     if (r >= 0 && m.error == VMM_OK) use(vmm_object_get(&m.result, "token"));
+ *     vmm_message_release(&m);
+ *     vmm_client_free(c);
+ *
+ * Pipelining: begin/end (or vmm_client_queue()) many requests, then
+ * vmm_client_flush() and vmm_client_read() the responses; they come back in
+ * request order. Flushing also buffers incoming bytes, so a long pipeline
+ * does not deadlock against a server that stops reading a client which does
+ * not read its replies. */
+#pragma once
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vmm/protocol.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct VmmClient VmmClient;
+
+typedef enum VmmMessageType {
+        VMM_MESSAGE_RESPONSE = VMM_MSG_RESPONSE,
+        VMM_MESSAGE_NOTIFICATION = VMM_MSG_NOTIFICATION,
+        _VMM_MESSAGE_TYPE_MAX,
+        _VMM_MESSAGE_TYPE_INVALID = -1,
+} VmmMessageType;
+
+/* One message from the server. The strings and result stay valid until
+ * vmm_message_release(). */
+typedef struct VmmMessage {
+        VmmMessageType type;
+        /* Response: */
+        uint32_t msgid;              /* 0: an error that belongs to no request */
+        VmmError error;              /* VMM_OK, a code, or _VMM_E_INVALID (unknown code) */
+        const char *error_code;      /* the code as sent; NULL on success */
+        const char *error_message;   /* NULL on success */
+        /* Notification: */
+        const char *method;          /* e.g. "event"; NULL for a response */
+        /* Response: the result (a map; nil on error). Notification: its params. */
+        msgpack_object result;
+        /* private */
+        msgpack_zone *zone;
+} VmmMessage;
+
+/* A client with no connection yet: set the timeout and limits, then connect. */
+int vmm_client_new(VmmClient **ret);
+/* Closes the connection and frees everything; returns NULL. Accepts NULL. */
+VmmClient *vmm_client_free(VmmClient *c);
+
+/* Connect to "host:port", "[v6addr]:port", "host" or "v6addr" (port 7707) or,
+ * when the address contains a '/', a Unix socket path. A host name that does
+ * not resolve is -EHOSTUNREACH. Only once per client. */
+int vmm_client_connect(VmmClient *c, const char *address);
+int vmm_client_connect_unix(VmmClient *c, const char *path);
+int vmm_client_connect_tcp(VmmClient *c, const char *host, const char *port);
+/* Use a connected stream socket instead; the client owns it from then on
+ * (also on failure). */
+int vmm_client_adopt_fd(VmmClient *c, int fd);
+
+int vmm_client_fd(const VmmClient *c);
+/* Per blocking operation (connect, flush, read); -1 (the default) waits forever. */
+void vmm_client_set_timeout(VmmClient *c, int timeout_ms);
+/* Limits on one outgoing request (default VMM_MAX_MSG_TCP, or VMM_MAX_MSG_ADMIN
+ * on a Unix socket) and one incoming message (default 4 MiB). */
+void vmm_client_set_max_request(VmmClient *c, size_t bytes);
+void vmm_client_set_max_message(VmmClient *c, size_t bytes);
+
+/* Start a request [0, msgid, method, params] with a params array of n_params
+ * elements: the returned packer is positioned to write them. Then
+ * vmm_client_end() queues it (or vmm_client_cancel() drops it). Only one
+ * request can be open at a time. ret_pk and ret_msgid may be NULL. */
+int vmm_client_begin(VmmClient *c, const char *method, uint32_t n_params,
+                     msgpack_packer **ret_pk, uint32_t *ret_msgid);
+/* The same with params [{...}]: write map_size key/value pairs. */
+int vmm_client_begin_map(VmmClient *c, const char *method, uint32_t map_size,
+                         msgpack_packer **ret_pk, uint32_t *ret_msgid);
+/* Attach a descriptor to the open request: it is sent (SCM_RIGHTS) with the
+ * request's first bytes, on a Unix socket only. The caller keeps owning fd,
+ * and it must stay open until the request is flushed. */
+int vmm_client_attach_fd(VmmClient *c, int fd);
+/* Queue the open request (-EMSGSIZE and dropped when over the request limit). */
+int vmm_client_end(VmmClient *c);
+void vmm_client_cancel(VmmClient *c);
+/* begin + end for params []. */
+int vmm_client_queue(VmmClient *c, const char *method, uint32_t *ret_msgid);
+
+/* Send every queued request. */
+int vmm_client_flush(VmmClient *c);
+/* Number of bytes queued but not sent yet. */
+size_t vmm_client_pending(const VmmClient *c);
+
+/* Flush, then wait for and return the next message (response or
+ * notification). Release it with vmm_message_release(). */
+int vmm_client_read(VmmClient *c, VmmMessage *ret);
+void vmm_message_release(VmmMessage *m);
+
+/* End the open request, flush, and return its response. Notifications and
+ * responses to earlier pipelined requests that arrive first are dropped. A
+ * msgid 0 error response (the server refused the stream) is returned too. */
+int vmm_call_end(VmmClient *c, VmmMessage *ret);
+/* One synchronous call; params NULL sends [], else [*params] (params should be
+ * a map). */
+int vmm_call(VmmClient *c, const char *method, const msgpack_object *params,
+             VmmMessage *ret);
+
+/* Packing helpers; each returns 0 or a negative errno. */
+int vmm_pack_str(msgpack_packer *pk, const char *s);
+int vmm_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+int vmm_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
+int vmm_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t value);
+int vmm_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
+
+/* Inspecting results. vmm_object_get() returns the value of key in a map, or
+ * NULL when o is not a map or has no such key. */
+const msgpack_object *vmm_object_get(const msgpack_object *o, const char *key);
+/* A string value as a new NUL-terminated copy (NULL if not a string or no memory). */
+char *vmm_object_strdup(const msgpack_object *o);
+/* An unsigned integer value; false if o is NULL or not a non-negative integer. */
+bool vmm_object_uint(const msgpack_object *o, uint64_t *ret);
+
+/* Print an object as JSON: strings escaped (invalid UTF-8 becomes U+FFFD),
+ * binary data as a string of hex digits, non-string map keys as strings,
+ * extension types and non-finite floats as null. */
+#define VMM_JSON_PRETTY (1u << 0)   /* indent with two spaces */
+int vmm_json_print(FILE *f, const msgpack_object *o, unsigned flags);
+
+#ifdef __cplusplus
+}
+#endif
