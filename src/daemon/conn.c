@@ -566,8 +566,11 @@ void conn_sweep(Conn *c, uint64_t now) {
                 return;
         }
         if (c->partial_since_ms && now - c->partial_since_ms >= idle) {
-                log_info("Connection %" PRIu64 " from %s: message not completed in %" PRIu64
-                         " s, closing", c->id, c->peer_str, m->config.idle_timeout_s);
+                log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
+                                                    .peer = c->peer_str, .has_conn = true,
+                                                    .conn = c->id, .admin_uid = -1 },
+                           "Connection %" PRIu64 " from %s: message not completed in %" PRIu64
+                           " s, closing", c->id, c->peer_str, m->config.idle_timeout_s);
                 conn_close(c, "timeout");
                 return;
         }

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <inttypes.h>
@@ -11,6 +13,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "events.h"
 #include "listen.h"
@@ -155,6 +159,48 @@ int listener_bind_unix(Manager *m, const char *path, Listener *l) {
         return 0;
 }
 
+int listener_adopt(Manager *m, int fd, ConnKind kind, const char *name, Listener *l) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int flags;
+
+        if (kind == CONN_TCP) {
+                if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0)
+                        return log_error_errno(EINVAL, "Socket '%s' (fd %d) from systemd is not a "
+                                               "listening TCP socket", name, fd);
+        } else if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0)
+                return log_error_errno(EINVAL, "Socket '%s' (fd %d) from systemd is not a "
+                                       "listening Unix stream socket", name, fd);
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                return log_error_errno(errno, "Cannot set up fd %d: %s", fd, strerror(errno));
+        *l = (Listener) { .manager = m, .fd = fd, .kind = kind };
+        if (getsockname(fd, (struct sockaddr *) &ss, &sl) == 0) {
+                if (ss.ss_family == AF_UNIX)
+                        snprintf(l->address, sizeof l->address, "%s",
+                                 ((struct sockaddr_un *) &ss)->sun_path);
+                else {
+                        char host[INET6_ADDRSTRLEN] = "?";
+                        unsigned port = 0;
+                        if (ss.ss_family == AF_INET) {
+                                struct sockaddr_in *in = (struct sockaddr_in *) &ss;
+                                inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+                                port = ntohs(in->sin_port);
+                                snprintf(l->address, sizeof l->address, "%s:%u", host, port);
+                        } else {
+                                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &ss;
+                                inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+                                port = ntohs(in6->sin6_port);
+                                snprintf(l->address, sizeof l->address, "[%s]:%u", host, port);
+                        }
+                }
+        }
+        snprintf(l->address + strlen(l->address), sizeof l->address - strlen(l->address),
+                 " (from systemd)");
+        return 0;
+}
+
 /* root, our own uid, or a member of the admin group */
 static bool admin_allowed(Manager *m, int fd, struct ucred *ret) {
         struct ucred cred;
@@ -252,8 +298,10 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
                         continue;
                 }
                 if (m->n_conns >= m->config.max_connections) {
-                        log_warning("Connection refused: %" PRIu64 " connections already open",
-                                    m->n_conns);
+                        log_struct(LOG_WARNING, &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
+                                                                .admin_uid = -1 },
+                                   "Connection refused: %" PRIu64 " connections already open",
+                                   m->n_conns);
                         reject(fd, "too many connections; retry later");
                         continue;
                 }
@@ -282,9 +330,13 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
                         continue;
                 }
                 if (sessions_peer_conns(c->peer) > m->config.max_connections_per_peer) {
-                        log_notice("Connection from %s refused: over %" PRIu64 " connections "
-                                   "from that address", c->peer_str,
-                                   m->config.max_connections_per_peer);
+                        if (sessions_peer_log_allowed(c->peer, now_ms()))
+                                log_struct(LOG_NOTICE,
+                                           &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
+                                                          .peer = c->peer_str, .admin_uid = -1 },
+                                           "Connection from %s refused: over %" PRIu64
+                                           " connections from that address", c->peer_str,
+                                           m->config.max_connections_per_peer);
                         c->io = sd_event_source_disable_unref(c->io);
                         int cfd = c->fd;
                         c->fd = -1;

@@ -22,5 +22,9 @@ int listener_bind_tcp(Manager *m, const char *address, Listener *l);
 /* The admin socket: mode 0660, group the admin group; a stale socket file is
  * replaced, a live one (another daemon) refused. */
 int listener_bind_unix(Manager *m, const char *path, Listener *l);
+/* A socket passed by systemd: checked to be a listening stream socket of the
+ * right family for kind (TCP: AF_INET/AF_INET6; admin: AF_UNIX). Never
+ * unlinked by us. */
+int listener_adopt(Manager *m, int fd, ConnKind kind, const char *name, Listener *l);
 int listener_start(Listener *l);
 void listener_stop(Listener *l);    /* stops accepting and closes the socket */

@@ -4,10 +4,99 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+#include <unistd.h>
 
 #include "log.h"
 
 static int log_max_level = LOG_INFO;
+static bool use_journal;
+
+void log_open(void) {
+        const char *e = getenv("JOURNAL_STREAM");
+        struct stat st;
+        unsigned long long dev, ino;
+
+        use_journal = false;
+        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+                return;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return;
+        use_journal = (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+}
+
+bool log_to_journal(void) {
+        return use_journal;
+}
+
+static void journal_write(int prio, const LogFields *f, const char *file, int line,
+                          const char *func, const char *msg) {
+        char b_msg[2100], b_prio[32], b_file[300], b_line[32], b_func[128], b_mid[64],
+                b_vm[96], b_peer[128], b_conn[48], b_uid[48], b_err[96];
+        struct iovec iov[13];
+        int n = 0;
+
+#define ADD(buf, ...) do { \
+                snprintf(buf, sizeof buf, __VA_ARGS__); \
+                iov[n++] = (struct iovec) { .iov_base = buf, .iov_len = strlen(buf) }; \
+        } while (0)
+        iov[n++] = (struct iovec) { .iov_base = (char *) "SYSLOG_IDENTIFIER=vmmd",
+                                    .iov_len = strlen("SYSLOG_IDENTIFIER=vmmd") };
+        ADD(b_msg, "MESSAGE=%s", msg);
+        ADD(b_prio, "PRIORITY=%d", prio);
+        ADD(b_file, "CODE_FILE=%s", file);
+        ADD(b_line, "CODE_LINE=%d", line);
+        ADD(b_func, "CODE_FUNC=%s", func ? func : "");
+        if (f && f->message_id)
+                ADD(b_mid, "MESSAGE_ID=%s", f->message_id);
+        if (f && f->vm_id)
+                ADD(b_vm, "VMMD_VM_ID=%s", f->vm_id);
+        if (f && f->peer)
+                ADD(b_peer, "VMMD_PEER=%s", f->peer);
+        if (f && f->has_conn)
+                ADD(b_conn, "VMMD_CONN=%llu", (unsigned long long) f->conn);
+        if (f && f->admin_uid >= 0)
+                ADD(b_uid, "VMMD_ADMIN_UID=%ld", f->admin_uid);
+        if (f && f->error != 0)
+                ADD(b_err, "VMMD_ERROR=%s", strerror(f->error > 0 ? f->error : -f->error));
+#undef ADD
+        (void) sd_journal_sendv(iov, n);
+}
+
+static int log_emit(int prio, int error, const LogFields *f, const char *file, int line,
+                    const char *func, const char *fmt, va_list ap) {
+        int saved = errno;
+        int r = error > 0 ? -error : error;
+        char msg[2048];
+
+        if (prio > log_max_level) {
+                errno = saved;
+                return r;
+        }
+        (void) vsnprintf(msg, sizeof msg, fmt, ap);
+        if (use_journal) {
+                LogFields tmp = f ? *f : (LogFields) { .admin_uid = -1 };
+                if (tmp.error == 0)
+                        tmp.error = error;
+                journal_write(prio, &tmp, file, line, func, msg);
+        } else if (log_max_level >= LOG_DEBUG)
+                fprintf(stderr, "<%d>%s (%s:%d)\n", prio, msg, file, line);
+        else
+                fprintf(stderr, "<%d>%s\n", prio, msg);
+        errno = saved;
+        return r;
+}
+
+int log_fields_internal(int prio, const char *file, int line, const char *func,
+                        const LogFields *f, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        int r = log_emit(prio, f ? f->error : 0, f, file, line, func, fmt, ap);
+        va_end(ap);
+        return r;
+}
 
 void log_set_level(int level) {
         log_max_level = level;
@@ -34,25 +123,10 @@ int log_level_from_string(const char *s) {
 }
 
 int log_internal(int prio, int error, const char *file, int line, const char *fmt, ...) {
-        int saved = errno;
-        int r = error > 0 ? -error : error;
-
-        if (prio > log_max_level) {
-                errno = saved;
-                return r;
-        }
-
-        char msg[2048];
         va_list ap;
         va_start(ap, fmt);
-        (void) vsnprintf(msg, sizeof msg, fmt, ap);
+        int r = log_emit(prio, error, NULL, file, line, NULL, fmt, ap);
         va_end(ap);
-
-        if (log_max_level >= LOG_DEBUG)
-                fprintf(stderr, "<%d>%s (%s:%d)\n", prio, msg, file, line);
-        else
-                fprintf(stderr, "<%d>%s\n", prio, msg);
-        errno = saved;
         return r;
 }
 

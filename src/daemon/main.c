@@ -14,6 +14,7 @@ int main(int argc, char *argv[]) {
         r = config_load(argc, argv, &config);
         if (r != 0)
                 return r > 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+        log_open();
         log_set_level(config.log_level);
 
         if (secret_init() < 0) {
@@ -27,6 +28,8 @@ int main(int argc, char *argv[]) {
                 config_done(&config);
                 return EXIT_FAILURE;
         }
+        m->argc = argc;
+        m->argv = argv;
         r = manager_start(m);
         if (r >= 0)
                 r = manager_run(m);

@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "build-config.h"
 #include "conn.h"
 #include "listen.h"
@@ -25,6 +27,7 @@
 #define SHUTDOWN_DEADLINE_MS 8000ull
 
 void client_methods_init(Manager *m);
+static int status_update(Manager *m, bool force);
 
 int64_t now_ms(void) {
         struct timespec ts;
@@ -158,6 +161,8 @@ Manager *manager_free(Manager *m) {
         m->close_later_source = sd_event_source_disable_unref(m->close_later_source);
         m->sigterm_source = sd_event_source_disable_unref(m->sigterm_source);
         m->sigint_source = sd_event_source_disable_unref(m->sigint_source);
+        m->sighup_source = sd_event_source_disable_unref(m->sighup_source);
+        m->watchdog_timer = sd_event_source_disable_unref(m->watchdog_timer);
         m->sessions = sessions_free(m->sessions);
         m->store = store_close(m->store);
         m->event = sd_event_unref(m->event);
@@ -181,6 +186,7 @@ static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
                 if (!next)
                         break;
         }
+        (void) status_update(m, false);
         if (now - last_gc > 60000) {
                 last_gc = now;
                 sessions_peers_gc(m->sessions, now_ms());
@@ -263,6 +269,7 @@ void manager_begin_shutdown(Manager *m, const char *why) {
                 return;
         m->shutting_down = true;
         log_info("Stopping (%s)", why);
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         for (size_t i = 0; i < m->n_listeners; i++)
                 listener_stop(&m->listeners[i]);
         for (Conn *c = m->conns; c; c = c->next) {
@@ -285,6 +292,170 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+static bool streq(const char *a, const char *b) {
+        return strcmp(a, b) == 0;
+}
+
+/* Sockets from systemd by name (client, admin), else bound from the flags. */
+static int manager_listen(Manager *m) {
+        char **names = NULL;
+        int n, r = 0;
+
+        struct group *gr = getgrnam(m->config.admin_group ? m->config.admin_group : "vmmd");
+        if (gr) {
+                m->admin_gid = gr->gr_gid;
+                m->admin_gid_valid = true;
+        } else if (m->config.admin_group)
+                log_warning("Admin group '%s' does not exist; only root and uid %u may use the "
+                            "admin socket", m->config.admin_group, (unsigned) geteuid());
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n < 0)
+                return log_error_errno(n, "Cannot take sockets from systemd: %s", strerror(-n));
+        if (n > 0) {
+                bool have_admin = false;
+                m->listeners = calloc((size_t) n, sizeof(Listener));
+                if (!m->listeners)
+                        r = -ENOMEM;
+                for (int i = 0; r >= 0 && i < n; i++) {
+                        int fd = SD_LISTEN_FDS_START + i;
+                        const char *name = names && names[i] ? names[i] : "unknown";
+                        ConnKind kind;
+                        if (streq(name, "client"))
+                                kind = CONN_TCP;
+                        else if (streq(name, "admin")) {
+                                if (have_admin) {
+                                        r = log_error_errno(EINVAL, "systemd passed more than one "
+                                                            "'admin' socket; refusing to start");
+                                        break;
+                                }
+                                have_admin = true;
+                                kind = CONN_ADMIN;
+                        } else {
+                                r = log_error_errno(EINVAL, "systemd passed a socket named '%s' "
+                                                    "(fd %d); expected 'client' or 'admin' "
+                                                    "(FileDescriptorName=); refusing to start",
+                                                    name, fd);
+                                break;
+                        }
+                        r = listener_adopt(m, fd, kind, name, &m->listeners[m->n_listeners]);
+                        if (r >= 0)
+                                m->n_listeners++;
+                }
+                for (int i = 0; names && i < n; i++)
+                        free(names[i]);
+                free(names);
+                if (r < 0)
+                        return r;
+                m->socket_activated = true;
+                if (m->config.n_listen > 0 || m->config.admin_socket)
+                        log_notice("Sockets passed by systemd; --listen/--admin-socket ignored");
+                return 0;
+        }
+
+        size_t nl = m->config.n_listen ? m->config.n_listen : 1;
+        m->listeners = calloc(nl + 1, sizeof(Listener));
+        if (!m->listeners)
+                return -ENOMEM;
+        for (size_t i = 0; i < nl; i++) {
+                const char *a = m->config.n_listen ? m->config.listen[i] : "127.0.0.1:7707";
+                r = listener_bind_tcp(m, a, &m->listeners[m->n_listeners]);
+                if (r < 0)
+                        return r;
+                m->n_listeners++;
+        }
+        char admin_path[4096];
+        if (default_admin_socket(m, admin_path, sizeof admin_path) > 0) {
+                r = listener_bind_unix(m, admin_path, &m->listeners[m->n_listeners]);
+                if (r < 0)
+                        return r;
+                m->n_listeners++;
+        } else
+                log_warning("No admin socket: set --admin-socket or XDG_RUNTIME_DIR");
+        return 0;
+}
+
+static int status_update(Manager *m, bool force) {
+        StoreStats st = { 0 };
+        StoreTxn *t = NULL;
+        char buf[256];
+        int r;
+
+        uint64_t now = mono_ms();
+        if (!force && now - m->status_sent_ms < 1000)
+                return 0;
+        m->status_sent_ms = now;
+        r = store_read_begin(m->store, &t);
+        if (r < 0)
+                return r;
+        r = store_stats(t, &st);
+        store_read_end(t);
+        if (r < 0)
+                return r;
+        snprintf(buf, sizeof buf, "STATUS=%" PRIu64 " VMs, %zu connected, %" PRIu64
+                 " sessions, %" PRIu64 " requests", st.vms,
+                 sessions_connected_count(m->sessions), st.sessions, m->requests);
+        if (strcmp(buf, m->status_last) == 0)
+                return 0;
+        snprintf(m->status_last, sizeof m->status_last, "%s", buf);
+        (void) sd_notify(false, buf);
+        return 1;
+}
+
+/* The watchdog is fed only while the loop runs (this is a timer on it) and
+ * a trivial LMDB read succeeds. */
+static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        StoreTxn *t = NULL;
+        StoreStats st;
+        bool ok = false;
+
+        if (store_read_begin(m->store, &t) >= 0) {
+                ok = store_stats(t, &st) >= 0;
+                store_read_end(t);
+        }
+        if (ok)
+                (void) sd_notify(false, "WATCHDOG=1");
+        else
+                log_warning("Database read failed; not feeding the watchdog");
+        (void) sd_event_source_set_time_relative(s, m->watchdog_usec / 2);
+        return 0;
+}
+
+static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        Config c;
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
+                          (unsigned long long) ts.tv_sec * 1000000ull +
+                                  (unsigned long long) ts.tv_nsec / 1000);
+        int r = config_load(m->argc, m->argv, &c);
+        if (r != 0)
+                log_warning("Reloading the configuration failed; keeping the old settings");
+        else {
+                m->config.log_level = c.log_level;
+                m->config.idle_timeout_s = c.idle_timeout_s;
+                m->config.max_connections = c.max_connections;
+                m->config.max_connections_per_peer = c.max_connections_per_peer;
+                m->config.auth_failures_per_minute = c.auth_failures_per_minute;
+                m->config.sessions_per_vm = c.sessions_per_vm;
+                m->config.registration_open = c.registration_open;
+                m->config.session_ttl_s = c.session_ttl_s;
+                log_set_level(c.log_level);
+                config_done(&c);
+                log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_RELOADED, .admin_uid = -1 },
+                           "Configuration reloaded (registration %s, session TTL %" PRIu64 " s)",
+                           m->config.registration_open ? "open" : "closed",
+                           m->config.session_ttl_s);
+        }
+        m->status_last[0] = '\0';
+        (void) sd_notify(false, "READY=1");
+        (void) status_update(m, true);
+        return 0;
+}
+
 int manager_start(Manager *m) {
         char err[512] = "";
         int r;
@@ -295,6 +466,7 @@ int manager_start(Manager *m) {
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
+        sigaddset(&ss, SIGHUP);
         sigaddset(&ss, SIGPIPE);
         if (pthread_sigmask(SIG_BLOCK, &ss, NULL) != 0)
                 return log_error_errno(EINVAL, "Cannot block signals");
@@ -327,35 +499,9 @@ int manager_start(Manager *m) {
                 return log_error_errno(r, "Cannot start worker threads: %s", strerror(-r));
         client_methods_init(m);
 
-        /* listeners */
-        size_t n = m->config.n_listen ? m->config.n_listen : 1;
-        m->listeners = calloc(n + 1, sizeof(Listener));
-        if (!m->listeners)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                const char *a = m->config.n_listen ? m->config.listen[i] : "127.0.0.1:7707";
-                r = listener_bind_tcp(m, a, &m->listeners[m->n_listeners]);
-                if (r < 0)
-                        return r;
-                m->n_listeners++;
-        }
-        /* the admin socket */
-        struct group *gr = getgrnam(m->config.admin_group ? m->config.admin_group : "vmmd");
-        if (gr) {
-                m->admin_gid = gr->gr_gid;
-                m->admin_gid_valid = true;
-        } else if (m->config.admin_group)
-                log_warning("Admin group '%s' does not exist; only root and uid %u may use the "
-                            "admin socket", m->config.admin_group, (unsigned) geteuid());
-        char admin_path[4096];
-        r = default_admin_socket(m, admin_path, sizeof admin_path);
-        if (r > 0) {
-                r = listener_bind_unix(m, admin_path, &m->listeners[m->n_listeners]);
-                if (r < 0)
-                        return r;
-                m->n_listeners++;
-        } else
-                log_warning("No admin socket: set --admin-socket or XDG_RUNTIME_DIR");
+        r = manager_listen(m);
+        if (r < 0)
+                return r;
 
         for (size_t i = 0; i < m->n_listeners; i++) {
                 r = listener_start(&m->listeners[i]);
@@ -367,6 +513,8 @@ int manager_start(Manager *m) {
         r = sd_event_add_signal(m->event, &m->sigterm_source, SIGTERM, on_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, &m->sigint_source, SIGINT, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, &m->sighup_source, SIGHUP, on_reload, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch signals: %s", strerror(-r));
         r = sd_event_add_time_relative(m->event, &m->sweep_timer, CLOCK_MONOTONIC, SWEEP_USEC, 0,
@@ -381,7 +529,17 @@ int manager_start(Manager *m) {
 
         for (size_t i = 0; i < m->n_listeners; i++)
                 log_info("Listening on %s", m->listeners[i].address);
-        log_info("vmmd %s started; database %s", VMMD_VERSION, store_path(m->store));
+        if (sd_watchdog_enabled(false, &m->watchdog_usec) > 0 && m->watchdog_usec > 0) {
+                r = sd_event_add_time_relative(m->event, &m->watchdog_timer, CLOCK_MONOTONIC,
+                                               m->watchdog_usec / 2, 0, on_watchdog, m);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot set up the watchdog: %s", strerror(-r));
+                (void) sd_event_source_set_enabled(m->watchdog_timer, SD_EVENT_ON);
+        }
+        log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_STARTED, .admin_uid = -1 },
+                   "vmmd %s started; database %s", VMMD_VERSION, store_path(m->store));
+        (void) sd_notify(false, "READY=1");
+        (void) status_update(m, true);
         return 0;
 }
 
@@ -389,6 +547,7 @@ int manager_run(Manager *m) {
         int r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %s", strerror(-r));
-        log_info("vmmd stopped");
+        log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_STOPPED, .admin_uid = -1 },
+                   "vmmd stopped");
         return 0;
 }

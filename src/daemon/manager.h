@@ -39,7 +39,14 @@ typedef struct Manager {
         sd_event_source *sweep_timer;
         sd_event_source *purge_timer;
         sd_event_source *shutdown_timer;
-        sd_event_source *sigterm_source, *sigint_source;
+        sd_event_source *sigterm_source, *sigint_source, *sighup_source;
+        sd_event_source *watchdog_timer;
+        uint64_t watchdog_usec;
+        bool socket_activated;
+        uint64_t status_sent_ms;
+        char status_last[256];
+        int argc;
+        char **argv;
 
         bool shutting_down;
         uint64_t requests;

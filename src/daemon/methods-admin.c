@@ -25,9 +25,13 @@ static void reply_packed(Request *r, msgpack_sbuffer *sb, bool failed) {
         msgpack_sbuffer_destroy(sb);
 }
 
-#define LOG_ADMIN(r, fmt, ...) \
-        log_info("Admin uid %u pid %d: " fmt, (unsigned) (r)->conn->uid, (int) (r)->conn->pid, \
-                 __VA_ARGS__)
+#define LOG_ADMIN_ID(r, mid, vm, fmt, ...) \
+        log_struct(LOG_INFO, &(LogFields) { .message_id = (mid), .vm_id = (vm), \
+                                           .admin_uid = (long) (r)->conn->uid, \
+                                           .peer = (r)->conn->peer_str }, \
+                   "Admin uid %u pid %d: " fmt, (unsigned) (r)->conn->uid, \
+                   (int) (r)->conn->pid, __VA_ARGS__)
+#define LOG_ADMIN(r, fmt, ...) LOG_ADMIN_ID(r, LOG_MID_ADMIN_CHANGE, NULL, fmt, __VA_ARGS__)
 
 /* ---- status ---- */
 
@@ -173,7 +177,7 @@ static void create_written(Job *j, int q) {
         else if (q < 0)
                 rpc_reply_errno(r, q);
         else {
-                LOG_ADMIN(r, "created VM '%s'", st->vm.vm_id);
+                LOG_ADMIN_ID(r, LOG_MID_VM_CREATED, st->vm.vm_id, "created VM '%s'", st->vm.vm_id);
                 events_emit(r->manager, &(Event) { .type = "vm.created", .vm_id = st->vm.vm_id });
                 reply_credentials(r, st);
         }
@@ -264,7 +268,8 @@ static void passwd_written(Job *j, int q) {
                 rpc_reply_errno(r, q);
         else {
                 sessions_ended(r->manager, st->vm.vm_id, st->ended, st->n_ended, "password");
-                LOG_ADMIN(r, "set the password of VM '%s' (%zu sessions ended)", st->vm.vm_id,
+                LOG_ADMIN_ID(r, LOG_MID_ADMIN_CHANGE, st->vm.vm_id,
+                             "set the password of VM '%s' (%zu sessions ended)", st->vm.vm_id,
                           st->n_ended);
                 events_emit(r->manager, &(Event) { .type = "vm.password_changed",
                                                    .vm_id = st->vm.vm_id });
@@ -337,7 +342,7 @@ static void delete_written(Job *j, int q) {
         else {
                 sessions_ended(r->manager, st->vm_id, st->ended, st->n_ended, "deleted");
                 (void) sessions_end_vm(r->manager->sessions, st->vm_id);
-                LOG_ADMIN(r, "deleted VM '%s'", st->vm_id);
+                LOG_ADMIN_ID(r, LOG_MID_VM_DELETED, st->vm_id, "deleted VM '%s'", st->vm_id);
                 events_emit(r->manager, &(Event) { .type = "vm.deleted", .vm_id = st->vm_id });
                 rpc_reply(r, NULL, 0);
         }

@@ -377,7 +377,12 @@ static void register_written(Job *j, int q) {
         else if (q < 0)
                 rpc_reply_errno(r, q);
         else {
-                log_info("VM '%s' registered from %s", st->vm.vm_id, r->conn->peer_str);
+                log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_VM_REGISTERED,
+                                                    .vm_id = st->vm.vm_id,
+                                                    .peer = r->conn->peer_str,
+                                                    .has_conn = true, .conn = r->conn->id,
+                                                    .admin_uid = -1 },
+                           "VM '%s' registered from %s", st->vm.vm_id, r->conn->peer_str);
                 events_emit(r->manager, &(Event) { .type = "vm.registered",
                                                    .vm_id = st->vm.vm_id });
                 reply_vm(r, &st->vm);
@@ -628,7 +633,10 @@ static void auth_written(Job *j, int q) {
         }
         sessions_ended(m, st->vm_id, st->ended, st->n_ended, "evicted");
         attach_conn(r, st->hash, st->vm_id);
-        log_info("VM '%s' logged in from %s", st->vm_id, r->conn->peer_str);
+        log_struct(LOG_INFO, &(LogFields) { .vm_id = st->vm_id, .peer = r->conn->peer_str,
+                                            .has_conn = true, .conn = r->conn->id,
+                                            .admin_uid = -1 },
+                   "VM '%s' logged in from %s", st->vm_id, r->conn->peer_str);
         char sid[SECRET_SESSION_ID_LEN + 1];
         events_session_id(st->hash, sid);
         events_emit(m, &(Event) { .type = "session.started", .vm_id = st->vm_id, .session = sid,
@@ -650,7 +658,12 @@ static void auth_failed(Request *r, const char *vm_id) {
         Conn *c = r->conn;
         if (c->peer)
                 sessions_peer_failed(c->peer, now_ms());
-        log_notice("Failed login for VM '%s' from %s", vm_id, c->peer_str);
+        if (c->peer && sessions_peer_log_allowed(c->peer, now_ms()))
+                log_struct(LOG_NOTICE, &(LogFields) { .message_id = LOG_MID_LOGIN_FAILED,
+                                                      .vm_id = vm_id, .peer = c->peer_str,
+                                                      .has_conn = true, .conn = c->id,
+                                                      .admin_uid = -1 },
+                           "Failed login for VM '%s' from %s", vm_id, c->peer_str);
         events_emit(r->manager, &(Event) { .type = "auth.failed", .vm_id = vm_id,
                                            .peer = c->peer_str });
 }

@@ -30,6 +30,8 @@ struct Peer {
         unsigned n_ref;
         int64_t fail_window_start;
         unsigned fails;
+        int64_t log_window_start;
+        unsigned logged;
 };
 
 struct Sessions {
@@ -421,4 +423,16 @@ void sessions_peers_gc(Sessions *s, int64_t now) {
                 free(gc.dead[i]);
         }
         free(gc.dead);
+}
+
+bool sessions_peer_log_allowed(Peer *p, int64_t now) {
+        if (now - p->log_window_start >= 60000) {
+                p->log_window_start = now;
+                p->logged = 0;
+        }
+        if (p->logged == SESSIONS_LOG_PER_MINUTE)
+                p->logged++;    /* say once that the rest is suppressed */
+        else if (p->logged < SESSIONS_LOG_PER_MINUTE)
+                return ++p->logged, true;
+        return false;
 }

@@ -44,5 +44,8 @@ unsigned sessions_peer_conns(Peer *p);
 /* Failed logins: true while the peer is rate limited at now_ms. */
 bool sessions_peer_limited(Peer *p, int64_t now, unsigned max_per_minute);
 void sessions_peer_failed(Peer *p, int64_t now);
+/* Failed-login log lines: at most SESSIONS_LOG_PER_MINUTE per peer a minute. */
+#define SESSIONS_LOG_PER_MINUTE 5
+bool sessions_peer_log_allowed(Peer *p, int64_t now);
 /* Forget peers with no connection whose failure window has passed. */
 void sessions_peers_gc(Sessions *s, int64_t now);
