@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -615,14 +616,18 @@ static void revoke_written(Job *j, int q) {
         rpc_finish(r);
 }
 
+static bool revoke_check(const void *params, char *msg, size_t len) {
+        const RevokeParams *p = params;
+        if (p->vm_id.set != p->id.set)
+                return true;
+        snprintf(msg, len, "give exactly one of vm_id and id");
+        return false;
+}
+
 static int method_session_revoke(Request *r) {
         RevokeParams *p = r->params;
         RevokeState *st;
 
-        if (p->vm_id.set == p->id.set) {
-                rpc_reply_error(r, VMM_E_BAD_REQUEST, "give exactly one of vm_id and id");
-                return 0;
-        }
         st = calloc(1, sizeof *st);
         if (!st)
                 return -ENOMEM;
@@ -815,29 +820,29 @@ static int method_shutdown(Request *r) {
 #define FIELDS(f) f, ELEMENTSOF(f)
 
 const Method admin_methods[] = {
-        { VMM_M_STATUS, method_status, METHOD_NOAUTH, NULL, 0, 0 },
-        { VMM_M_VM_LIST, method_vm_list, METHOD_NOAUTH, vm_list_fields, 3, sizeof(ListParams) },
+        { VMM_M_STATUS, method_status, METHOD_NOAUTH, NULL, 0, 0, NULL },
+        { VMM_M_VM_LIST, method_vm_list, METHOD_NOAUTH, vm_list_fields, 3, sizeof(ListParams), NULL },
         { VMM_M_VM_GET, method_admin_vm_get, METHOD_NOAUTH, FIELDS(vm_id_fields),
-          sizeof(VmIdParams) },
+          sizeof(VmIdParams), NULL },
         { VMM_M_DISK_LIST, method_disk_list, METHOD_NOAUTH, disk_list_fields, 2,
-          sizeof(ListParams) },
+          sizeof(ListParams), NULL },
         { VMM_M_VM_CREATE, method_vm_create, METHOD_NOAUTH | METHOD_WRITE,
-          FIELDS(vm_password_fields), sizeof(VmIdParams) },
+          FIELDS(vm_password_fields), sizeof(VmIdParams), NULL },
         { VMM_M_VM_DELETE, method_vm_delete, METHOD_NOAUTH | METHOD_WRITE, FIELDS(vm_id_fields),
-          sizeof(VmIdParams) },
+          sizeof(VmIdParams), NULL },
         { VMM_M_VM_PASSWD, method_vm_passwd, METHOD_NOAUTH | METHOD_WRITE,
-          FIELDS(vm_password_fields), sizeof(VmIdParams) },
+          FIELDS(vm_password_fields), sizeof(VmIdParams), NULL },
         { VMM_M_SESSION_LIST, method_session_list, METHOD_NOAUTH, FIELDS(session_list_fields),
-          sizeof(SessionListParams) },
+          sizeof(SessionListParams), NULL },
         { VMM_M_SESSION_REVOKE, method_session_revoke, METHOD_NOAUTH | METHOD_WRITE,
-          FIELDS(revoke_fields), sizeof(RevokeParams) },
+          FIELDS(revoke_fields), sizeof(RevokeParams), revoke_check },
         { VMM_M_CONN_LIST, method_conn_list, METHOD_NOAUTH, FIELDS(conn_list_fields),
-          sizeof(ConnListParams) },
+          sizeof(ConnListParams), NULL },
         { VMM_M_CONN_KILL, method_conn_kill, METHOD_NOAUTH, FIELDS(conn_kill_fields),
-          sizeof(ConnKillParams) },
-        { VMM_M_EVENTS_WATCH, method_events_watch, METHOD_NOAUTH, NULL, 0, 0 },
-        { VMM_M_BACKUP, method_backup, METHOD_NOAUTH, NULL, 0, 0 },
-        { VMM_M_SHUTDOWN, method_shutdown, METHOD_NOAUTH, NULL, 0, 0 },
+          sizeof(ConnKillParams), NULL },
+        { VMM_M_EVENTS_WATCH, method_events_watch, METHOD_NOAUTH, NULL, 0, 0, NULL },
+        { VMM_M_BACKUP, method_backup, METHOD_NOAUTH, NULL, 0, 0, NULL },
+        { VMM_M_SHUTDOWN, method_shutdown, METHOD_NOAUTH, NULL, 0, 0, NULL },
 };
 
 const size_t n_admin_methods = ELEMENTSOF(admin_methods);

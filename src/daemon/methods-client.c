@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -837,7 +838,9 @@ static int method_resume(Request *r) {
         r->state = st;
         r->state_free = free_state;
         if (secret_token_decode(p->token.ptr, p->token.len, raw) < 0) {
-                rpc_reply_error(r, VMM_E_BAD_REQUEST, "token: malformed");
+                /* well formed (43 characters) but no token we could have made */
+                auth_failed(r, "(token)");
+                rpc_reply_error(r, VMM_E_UNAUTHENTICATED, "the token is not valid (expired or ended)");
                 return 0;
         }
         secret_token_hash(m->hash_key, raw, st->hash);
@@ -969,13 +972,15 @@ static int method_vm_add(Request *r) {
         return describe_submit(r);
 }
 
-static int method_vm_update(Request *r) {
-        UpdateParams *p = r->params;
+static bool update_check(const void *params, char *msg, size_t len) {
+        const UpdateParams *p = params;
+        if (p->ram.set || p->cpu.set || p->disks.set)
+                return true;
+        snprintf(msg, len, "nothing to update: give ram, cpu or disks");
+        return false;
+}
 
-        if (!p->ram.set && !p->cpu.set && !p->disks.set) {
-                rpc_reply_error(r, VMM_E_BAD_REQUEST, "nothing to update: give ram, cpu or disks");
-                return 0;
-        }
+static int method_vm_update(Request *r) {
         return describe_submit(r);
 }
 
@@ -1338,21 +1343,21 @@ static int method_logout(Request *r) {
 #define FIELDS(f) f, ELEMENTSOF(f)
 
 const Method client_methods[] = {
-        { VMM_M_PING, method_ping, METHOD_NOAUTH, NULL, 0, 0 },
+        { VMM_M_PING, method_ping, METHOD_NOAUTH, NULL, 0, 0, NULL },
         { VMM_M_REGISTER, method_register, METHOD_NOAUTH | METHOD_WRITE, FIELDS(register_fields),
-          sizeof(RegisterParams) },
+          sizeof(RegisterParams), NULL },
         { VMM_M_AUTH, method_auth, METHOD_NOAUTH | METHOD_WRITE, FIELDS(auth_fields),
-          sizeof(AuthParams) },
+          sizeof(AuthParams), NULL },
         { VMM_M_RESUME, method_resume, METHOD_NOAUTH | METHOD_WRITE, FIELDS(resume_fields),
-          sizeof(ResumeParams) },
-        { VMM_M_VM_ADD, method_vm_add, METHOD_WRITE, FIELDS(add_fields), sizeof(AddParams) },
-        { VMM_M_VM_GET, method_vm_get, 0, NULL, 0, 0 },
+          sizeof(ResumeParams), NULL },
+        { VMM_M_VM_ADD, method_vm_add, METHOD_WRITE, FIELDS(add_fields), sizeof(AddParams), NULL },
+        { VMM_M_VM_GET, method_vm_get, 0, NULL, 0, 0, NULL },
         { VMM_M_VM_UPDATE, method_vm_update, METHOD_WRITE, FIELDS(update_fields),
-          sizeof(UpdateParams) },
-        { VMM_M_VM_LIST, method_vm_list, 0, FIELDS(vm_list_fields), sizeof(ListParams) },
-        { VMM_M_DISK_LIST, method_disk_list, 0, FIELDS(disk_list_fields), sizeof(ListParams) },
-        { VMM_M_PASSWD, method_passwd, METHOD_WRITE, FIELDS(passwd_fields), sizeof(PasswdParams) },
-        { VMM_M_LOGOUT, method_logout, METHOD_WRITE, NULL, 0, 0 },
+          sizeof(UpdateParams), update_check },
+        { VMM_M_VM_LIST, method_vm_list, 0, FIELDS(vm_list_fields), sizeof(ListParams), NULL },
+        { VMM_M_DISK_LIST, method_disk_list, 0, FIELDS(disk_list_fields), sizeof(ListParams), NULL },
+        { VMM_M_PASSWD, method_passwd, METHOD_WRITE, FIELDS(passwd_fields), sizeof(PasswdParams), NULL },
+        { VMM_M_LOGOUT, method_logout, METHOD_WRITE, NULL, 0, 0, NULL },
 };
 
 const size_t n_client_methods = ELEMENTSOF(client_methods);

@@ -228,6 +228,14 @@ void rpc_dispatch(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff) 
                 goto finish;
         }
 
+        if (req->method->check) {
+                char msg[200];
+                if (!req->method->check(req->params, msg, sizeof msg)) {
+                        rpc_reply_error(req, VMM_E_BAD_REQUEST, "%s", msg);
+                        goto finish;
+                }
+        }
+
         if (after_cutoff) {
                 rpc_reply_error(req, VMM_E_SHUTTING_DOWN, "the daemon is stopping; reconnect later");
                 goto finish;

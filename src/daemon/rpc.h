@@ -49,6 +49,9 @@ struct Method {
         const ParamField *fields;
         size_t n_fields;
         size_t params_size;
+        /* Checks across fields (e.g. "at least one of"), part of the params'
+         * shape, so run before the session check; fills msg and returns false. */
+        bool (*check)(const void *params, char *msg, size_t msglen);
 };
 
 /* methods-client.c, methods-admin.c */
