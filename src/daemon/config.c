@@ -275,7 +275,10 @@ static void help(const char *prog) {
                 flag[j] = '\0';
                 char left[96];
                 snprintf(left, sizeof left, "--%s %s", flag, keys[i].help_arg);
-                printf("  %-24s%s\n", left, keys[i].help);
+                if (strlen(left) >= 24)
+                        printf("  %s\n  %-24s%s\n", left, "", keys[i].help);
+                else
+                        printf("  %-24s%s\n", left, keys[i].help);
         }
         printf("  %-24s%s\n", "--config FILE",
                "read settings from FILE (INI, keys as above with '_';\n"

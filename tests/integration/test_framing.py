@@ -236,3 +236,43 @@ def test_framing_error_response_shape(daemon):
         assert closed and len(msgs) == 1
         assert_error_frame(msgs[0], 'bad_request')
         assert msgs[0][2]['message']
+
+
+def test_framing_error_after_slow_request(daemon):
+    """A register waiting for the hash workers is still answered before the
+    framing error that follows it."""
+    with daemon.client() as c:
+        c.send_raw(request_bytes(1, 'register', {'vm_id': 'vm1', 'password': PASSWORD,
+                                                 'ram': 1, 'cpu': 1}) + b'\xc1')
+        msg = c.read_response()
+        assert msg[1] == 1 and msg[2] is None, msg
+        expect_framing_close(c, 'bad_request')
+    with daemon.client() as o:
+        o.auth('vm1')
+
+
+def test_framing_error_on_attached_connection(daemon):
+    c = daemon.login('vm1')
+    token = c.token
+    c.send_raw(b'\x94\x00\x01\xa4ping\xc1')
+    expect_framing_close(c, 'bad_request')
+    c.close()
+    with daemon.client() as o:
+        # the session survives its connection's framing error
+        assert o.ok('resume', {'token': token})['vm_id'] == 'vm1'
+
+
+def test_declared_map_filled_past_limit(daemon):
+    """A map16 declaring 40000 entries, then bytes that keep coming: once the
+    message passes 64 KiB it is too_large."""
+    with daemon.client() as c:
+        c.send_raw_tolerant(b'\x94\x00\x01\xa4ping\x91\xde\x9c\x40' + b'\x00' * 70000)
+        expect_framing_close(c, 'too_large')
+
+
+@pytest.mark.parametrize('msgid', [b'\xd4\x00\x01', b'\xcb' + b'\x3f\xf0' + b'\x00' * 6, b'\xc3'],
+                         ids=['ext', 'float64', 'true'])
+def test_msgid_wrong_type(daemon, msgid):
+    with daemon.client() as c:
+        c.send_raw(b'\x94\x00' + msgid + b'\xa4ping\x90')
+        expect_framing_close(c, 'bad_request')

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from vmmtest import (PASSWORD, TOKEN_RE, ids, list_all, now_ms, pack, raw_map, raw_request,
+from vmmtest import (PASSWORD, ids, list_all, now_ms, pack, raw_map, raw_request,
                      raw_str, wait_until)
 
 VM_KEYS = {'vm_id', 'ram', 'cpu', 'disks', 'registered_at', 'updated_at', 'last_seen_at',
@@ -498,8 +498,15 @@ def test_vm_list_page_size_bound(daemon):
     assert res['next'] == page[-1]['vm_id']
     got, _ = list_all(c, 'vm.list', 'all', 10000)
     assert ids(got) == rec_ids
+    # disk.list: 12800 disks of ~140 bytes pass 1 MiB before the 10000 limit
+    res = c.ok('disk.list', {'limit': 10000})
+    size = len(pack([1, 3, None, res]))
+    assert size <= 1024 * 1024, size
+    assert 0 < len(res['disks']) < 10000 and res['next'] == res['disks'][-1]['id']
+    assert size + len(pack(res['disks'][0])) > 1024 * 1024 - 64, size
     disks, _ = list_all(c, 'disk.list', limit=10000)
     assert len(disks) == 64 * n
+    assert [x['id'] for x in disks] == sorted((x['id'] for x in disks), key=str.encode)
     c.close()
 
 
@@ -745,3 +752,142 @@ def test_method_not_string(daemon, method):
         assert err and err[0] == 'bad_request', err
         assert c.is_open()
         assert c.is_open()
+
+
+# ---------------------------------------------------------------- ordering
+
+def test_pipeline_runs_in_order(daemon):
+    """Requests on one connection run in order, even when some wait for the
+    hash workers: a vm.get pipelined after auth runs authenticated."""
+    with daemon.client() as c:
+        res = c.pipeline([
+            ('vm.get', None),
+            ('register', {'vm_id': 'vm1', 'password': PASSWORD, 'ram': 1, 'cpu': 1}),
+            ('ping', None),
+            ('register', {'vm_id': 'vm1', 'password': PASSWORD, 'ram': 1, 'cpu': 1}),
+            ('auth', {'vm_id': 'vm1', 'password': PASSWORD}),
+            ('vm.get', None),
+            ('vm.update', {'ram': 'bad'}),
+            ('vm.update', {'ram': 77}),
+            ('vm.get', None),
+            ('logout', None),
+            ('vm.get', None),
+            ('ping', None),
+        ])
+        codes = [e[0] if e else None for e, _ in res]
+        assert codes == ['unauthenticated', None, None, 'exists', None, None, 'bad_request',
+                         None, None, None, 'unauthenticated', None], codes
+        assert res[5][1]['vm_id'] == 'vm1'
+        assert res[8][1]['ram'] == 77
+
+
+def test_pipeline_auth_switch_in_order(daemon):
+    with daemon.client() as r:
+        r.register('vma')
+        r.register('vmb')
+    with daemon.client() as c:
+        res = c.pipeline([
+            ('auth', {'vm_id': 'vma', 'password': PASSWORD}),
+            ('vm.get', None),
+            ('auth', {'vm_id': 'vmb', 'password': PASSWORD}),
+            ('vm.get', None),
+            ('auth', {'vm_id': 'vma', 'password': 'wrong-password'}),
+            ('ping', None),
+        ])
+        assert [r[1]['vm_id'] for r in res[:4]] == ['vma', 'vma', 'vmb', 'vmb']
+        assert res[4][0][0] == 'unauthenticated'
+        assert res[5][1]['pong'] is True
+
+
+def test_connected_until_last_attached_connection(daemon):
+    obs = daemon.login('obs')
+    a = daemon.login('vm1')
+    b = daemon.client()
+    b.ok('resume', {'token': a.token})
+
+    def connected():
+        return ids(obs.ok('vm.list', {'filter': 'connected'})['vms'])
+
+    a.close()
+    time.sleep(0.3)
+    assert connected() == ['obs', 'vm1']
+    b.close()
+    assert wait_until(lambda: connected() == ['obs']), connected()
+    obs.close()
+
+
+def test_abrupt_disconnects_while_hashing(daemon):
+    """Connections that go away with a register or auth in flight do not
+    disturb the daemon (the work may or may not complete)."""
+    daemon.register('vm1')
+    for i in range(10):
+        c = daemon.client()
+        c.send('auth', {'vm_id': 'vm1', 'password': PASSWORD})
+        c.send('register', {'vm_id': f'gone{i}', 'password': PASSWORD, 'ram': 1, 'cpu': 1})
+        c.send('vm.get')
+        c.close()
+    time.sleep(0.5)
+    with daemon.client() as c:
+        c.auth('vm1')
+        assert c.ok('vm.get')['vm_id'] == 'vm1'
+
+
+# ---------------------------------------------------------------- encodings and C strings
+
+def test_non_minimal_integer_encodings(daemon):
+    """MessagePack allows any integer width: ram as uint64, cpu as int64 with
+    a positive value, msgid as uint32/int64 are all plain integers."""
+    with daemon.client() as c:
+        params = raw_map([('vm_id', 'vm1'), ('password', PASSWORD),
+                          ('ram', b'\xcf' + (1024).to_bytes(8, 'big')),
+                          ('cpu', b'\xd3' + (2).to_bytes(8, 'big')),
+                          ('disks', b'\x91' + raw_map([('size', b'\xd1\x00\x05')]))])
+        err, rec = c.call_raw(raw_request(3, 'register', params), 3)
+        assert err is None, err
+        assert rec['ram'] == 1024 and rec['cpu'] == 2 and rec['disks'][0]['size'] == 5
+        req = b'\x94\x00\xd3' + (4).to_bytes(8, 'big') + b'\xd9\x04ping\x90'
+        err, res = c.call_raw(req, 4)
+        assert err is None and res['pong'] is True
+
+
+@pytest.mark.parametrize('value', [b'\xd4\x01\x05', b'\xd6\xff\x00\x00\x00\x01',
+                                   b'\xca\x44\x80\x00\x00'],
+                         ids=['fixext1', 'timestamp', 'float32'])
+def test_ext_and_float_values_rejected(daemon, value):
+    with daemon.client() as c:
+        params = raw_map([('vm_id', 'vm1'), ('password', PASSWORD), ('ram', value),
+                          ('cpu', 1)])
+        err, _ = c.call_raw(raw_request(5, 'register', params), 5)
+        assert err and err[0] == 'bad_request', err
+        params = raw_map([('vm_id', value), ('password', PASSWORD), ('ram', 1), ('cpu', 1)])
+        err, _ = c.call_raw(raw_request(6, 'register', params), 6)
+        assert err and err[0] == 'bad_request', err
+        assert c.is_open()
+
+
+def test_password_with_nul_byte(daemon):
+    """Passwords are byte strings of 6-1024 bytes, not C strings."""
+    with daemon.client() as c:
+        c.register('vm1', password='abc\x00defgh')
+        c.err('auth', {'vm_id': 'vm1', 'password': 'abc\x00xxxxx'}, 'unauthenticated')
+        c.err('auth', {'vm_id': 'vm1', 'password': 'abc\x00defgX'}, 'unauthenticated')
+        c.auth('vm1', 'abc\x00defgh')
+        c.err('passwd', {'password': 'abc\x00zzzzz', 'new_password': 'another-pw'},
+              'unauthenticated')
+        # a password that is short before its NUL is still 6+ bytes
+        c.register('vm2', password='a\x00bcdef')
+        c.auth('vm2', 'a\x00bcdef')
+        c.err('auth', {'vm_id': 'vm2', 'password': 'a\x00zzzzz'}, 'unauthenticated')
+
+
+def test_nul_in_names(daemon):
+    c = daemon.login('vm1')
+    c.err('register', reg(vm_id='vm2\x00'), 'bad_request')
+    c.err('register', reg(vm_id='vm2', disks=[{'id': 'd\x00x', 'size': 1}]), 'bad_request')
+    c.err('vm.update', {'ram\x00x': 5}, 'bad_request')
+    c.err('ping\x00junk', None, 'unknown_method')
+    c.err('vm.get\x00', None, 'unknown_method')
+    c.err('vm.list', {'filter': 'all\x00'}, 'bad_request')
+    c.err('vm.get', {'token': c.token[:20] + '\x00' + c.token[21:]}, 'bad_request')
+    assert c.ok('vm.get')['ram'] == 1024
+    c.close()

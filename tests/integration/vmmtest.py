@@ -9,7 +9,6 @@ a development aid only: it skips the exit-status check after SIGTERM."""
 
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -356,7 +355,11 @@ class Daemon:
             env.update(self.env)
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=self.logf, env=env)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.cleanup()
+            raise
 
     @property
     def pid(self):
