@@ -26,6 +26,7 @@
 #include "record.h"
 #include "shared/macro.h"
 #include "store.h"
+#include "store-internal.h"
 
 #define STORE_MAP_INITIAL_DEFAULT (16ull << 20)
 #define STORE_MAP_MAX_DEFAULT (16ull << 30)
@@ -1226,4 +1227,23 @@ int store_backup(Store *s, int fd, uint64_t *ret_bytes) {
                         *ret_bytes = 0;
         }
         return 0;
+}
+
+/* ---- for verify.c (store-internal.h) ---- */
+
+MDB_txn *store_txn_mdb(StoreTxn *t) {
+        return t->txn;
+}
+
+void store_txn_dbis(StoreTxn *t, StoreDbis *ret) {
+        Store *s = t->store;
+
+        *ret = (StoreDbis) {
+                .meta = s->dbi_meta,
+                .vms = s->dbi_vms,
+                .disks = s->dbi_disks,
+                .vm_disks = s->dbi_vm_disks,
+                .sessions = s->dbi_sessions,
+                .vm_sessions = s->dbi_vm_sessions,
+        };
 }

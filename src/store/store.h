@@ -167,3 +167,18 @@ int store_stats(StoreTxn *t, StoreStats *ret);
 /* Writes a consistent, compacted copy of the database to fd (any thread;
  * takes a read transaction, so writers go on). *ret_bytes: bytes written. */
 int store_backup(Store *s, int fd, uint64_t *ret_bytes);
+
+/* Consistency check (verify.c), in one read transaction: every record decodes
+ * and matches its key, the disks table and the vm_disks and vm_sessions
+ * indexes agree with the VM and session records both ways, and meta holds a
+ * supported schema version. 0: consistent; -EBADMSG: problems found, the
+ * first ones in errbuf (one per line, as many as fit); other negative errno:
+ * the walk itself failed (errbuf says why). ret (may be NULL) gets the counts
+ * seen so far either way. */
+typedef struct StoreVerifyStats {
+        uint32_t schema_version;
+        uint64_t vms, disks, vm_disks, sessions, vm_sessions;   /* entries walked */
+        uint64_t problems;
+} StoreVerifyStats;
+
+int store_verify(Store *s, char *errbuf, size_t errlen, StoreVerifyStats *ret);

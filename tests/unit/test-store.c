@@ -990,6 +990,221 @@ static void test_bad_options(void **state) {
         assert_null(s);
 }
 
+/* ---- store_verify (verify.c) ---- */
+
+/* vm1 {a1, a2} with sessions 1 and 3, vm2 {b1} with session 2. */
+static void verify_populate(Store *s) {
+        const char *ids1[] = { "a1", "a2" };
+        const char *ids2[] = { "b1" };
+        StoreSession sess[] = {
+                session_make(1, "vm1"), session_make(2, "vm2"), session_make(3, "vm1"),
+        };
+        StoreVm vm;
+
+        vm_make(&vm, "vm1", 2, ids1);
+        assert_int_equal(put_vm(s, &vm), 0);
+        vm_make(&vm, "vm2", 1, ids2);
+        assert_int_equal(put_vm(s, &vm), 0);
+        put_sessions(s, sess, ELEMENTSOF(sess));
+}
+
+typedef enum Corruption {
+        CORRUPT_DROP_VM_DISK,        /* vm_disks loses vm1 -> a2 */
+        CORRUPT_STALE_VM_SESSION,    /* vm_sessions gains vm2 -> an absent session */
+        CORRUPT_DISK_OWNER,          /* disks: b1 claims vm1 (copy of a1's record) */
+        CORRUPT_VM_RECORD,           /* vms: vm2's record is junk */
+        CORRUPT_DROP_SESSION_INDEX,  /* vm_sessions loses vm1 -> session 3 */
+        CORRUPT_SCHEMA,              /* meta: schema_version 0 */
+} Corruption;
+
+/* Edits the closed database file behind LMDB's back (no store code). */
+static void corrupt_raw(const char *path, Corruption what) {
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        MDB_val k, v;
+        uint8_t hash[STORE_HASH_BYTES];
+
+        assert_int_equal(mdb_env_create(&env), 0);
+        assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+        assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR, 0600), 0);
+        assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        switch (what) {
+        case CORRUPT_DROP_VM_DISK:
+                assert_int_equal(mdb_dbi_open(txn, "vm_disks", MDB_DUPSORT, &dbi), 0);
+                k = (MDB_val) { 3, (void *) "vm1" };
+                v = (MDB_val) { 2, (void *) "a2" };
+                assert_int_equal(mdb_del(txn, dbi, &k, &v), 0);
+                break;
+        case CORRUPT_STALE_VM_SESSION:
+                assert_int_equal(mdb_dbi_open(txn, "vm_sessions", MDB_DUPSORT, &dbi), 0);
+                hash_of(hash, 9);
+                k = (MDB_val) { 3, (void *) "vm2" };
+                v = (MDB_val) { sizeof(hash), hash };
+                assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+                break;
+        case CORRUPT_DISK_OWNER: {
+                MDB_val a1 = { 2, (void *) "a1" }, rec;
+                uint8_t copy[256];
+
+                assert_int_equal(mdb_dbi_open(txn, "disks", 0, &dbi), 0);
+                assert_int_equal(mdb_get(txn, dbi, &a1, &rec), 0);
+                assert_true(rec.mv_size <= sizeof(copy));
+                memcpy(copy, rec.mv_data, rec.mv_size);
+                k = (MDB_val) { 2, (void *) "b1" };
+                v = (MDB_val) { rec.mv_size, copy };
+                assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+                break;
+        }
+        case CORRUPT_VM_RECORD:
+                assert_int_equal(mdb_dbi_open(txn, "vms", 0, &dbi), 0);
+                k = (MDB_val) { 3, (void *) "vm2" };
+                v = (MDB_val) { 3, (void *) "\x81\xa1v" };
+                assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+                break;
+        case CORRUPT_DROP_SESSION_INDEX:
+                assert_int_equal(mdb_dbi_open(txn, "vm_sessions", MDB_DUPSORT, &dbi), 0);
+                hash_of(hash, 3);
+                k = (MDB_val) { 3, (void *) "vm1" };
+                v = (MDB_val) { sizeof(hash), hash };
+                assert_int_equal(mdb_del(txn, dbi, &k, &v), 0);
+                break;
+        case CORRUPT_SCHEMA: {
+                uint8_t zero[4] = { 0, 0, 0, 0 };
+
+                assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+                k = (MDB_val) { strlen("schema_version"), (void *) "schema_version" };
+                v = (MDB_val) { sizeof(zero), zero };
+                assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+                break;
+        }
+        }
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+}
+
+static void test_verify_ok(void **state) {
+        Fixture *f = *state;
+        StoreVerifyStats st;
+        char err[1024] = "x";
+        StoreTxn *t;
+        Store *s = open_default(f);
+
+        assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
+        assert_string_equal(err, "");
+        assert_int_equal(st.vms, 0);
+        assert_int_equal(st.schema_version, STORE_SCHEMA_VERSION);
+
+        verify_populate(s);
+        assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
+        assert_string_equal(err, "");
+        assert_int_equal(st.schema_version, STORE_SCHEMA_VERSION);
+        assert_int_equal(st.vms, 2);
+        assert_int_equal(st.disks, 3);
+        assert_int_equal(st.vm_disks, 3);
+        assert_int_equal(st.sessions, 3);
+        assert_int_equal(st.vm_sessions, 3);
+        assert_int_equal(st.problems, 0);
+
+        /* what the store itself does keeps it consistent: delete, replace */
+        assert_int_equal(store_write_begin(s, &t), 0);
+        assert_int_equal(store_vm_delete(t, "vm1"), 0);
+        assert_int_equal(store_commit(t), 0);
+        assert_int_equal(store_verify(s, NULL, 0, &st), 0);
+        assert_int_equal(st.vms, 1);
+        assert_int_equal(st.disks, 1);
+        assert_int_equal(st.sessions, 1);
+}
+
+static void verify_corrupted(Fixture *f, Corruption what, const char *expect) {
+        StoreVerifyStats st;
+        char err[1024] = "", path[256];
+        Store *s = open_default(f);
+
+        verify_populate(s);
+        assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
+        snprintf(path, sizeof(path), "%s", store_path(s));
+        f->store = store_close(f->store);
+        corrupt_raw(path, what);
+        if (what == CORRUPT_SCHEMA) {
+                /* store_open refuses it already; verify is not reached */
+                assert_int_equal(open_with(f, 0, 0, err, sizeof(err)), -EBADMSG);
+                return;
+        }
+        s = open_default(f);
+        assert_int_equal(store_verify(s, err, sizeof(err), &st), -EBADMSG);
+        assert_true(st.problems >= 1);
+        if (!strstr(err, expect))
+                fail_msg("expected \"%s\" in:\n%s", expect, err);
+        /* every problem line ends with a newline */
+        assert_int_equal(err[strlen(err) - 1], '\n');
+}
+
+static void test_verify_vm_disks_index(void **state) {
+        verify_corrupted(*state, CORRUPT_DROP_VM_DISK,
+                         "vm vm1: disk a2 is not in the vm_disks index");
+}
+
+static void test_verify_stale_session_index(void **state) {
+        verify_corrupted(*state, CORRUPT_STALE_VM_SESSION,
+                         "vm_sessions: vm vm2: session 0909090909090909... does not exist");
+}
+
+static void test_verify_disk_owner(void **state) {
+        verify_corrupted(*state, CORRUPT_DISK_OWNER, "vm vm2: disk b1 belongs to vm vm1");
+}
+
+static void test_verify_vm_record(void **state) {
+        verify_corrupted(*state, CORRUPT_VM_RECORD, "vm vm2: record does not decode");
+}
+
+static void test_verify_session_not_indexed(void **state) {
+        verify_corrupted(*state, CORRUPT_DROP_SESSION_INDEX,
+                         "session 0303030303030303...: not in the vm_sessions index of vm vm1");
+}
+
+static void test_verify_schema(void **state) {
+        verify_corrupted(*state, CORRUPT_SCHEMA, "");
+}
+
+/* Many problems: the buffer keeps whole lines only, the count is exact. */
+static void test_verify_many_problems(void **state) {
+        Fixture *f = *state;
+        StoreVerifyStats st;
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        char err[200], path[256];
+        Store *s = open_default(f);
+
+        verify_populate(s);
+        snprintf(path, sizeof(path), "%s", store_path(s));
+        f->store = store_close(f->store);
+        assert_int_equal(mdb_env_create(&env), 0);
+        assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+        assert_int_equal(mdb_env_open(env, path, MDB_NOSUBDIR, 0600), 0);
+        assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+        assert_int_equal(mdb_dbi_open(txn, "vm_disks", MDB_DUPSORT, &dbi), 0);
+        for (int i = 0; i < 40; i++) {
+                char id[16];
+                MDB_val k = { 3, (void *) "vm9" }, v;
+
+                snprintf(id, sizeof(id), "ghost%02d", i);
+                v = (MDB_val) { strlen(id), id };
+                assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+        }
+        assert_int_equal(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+
+        s = open_default(f);
+        assert_int_equal(store_verify(s, err, sizeof(err), &st), -EBADMSG);
+        assert_int_equal(st.problems, 40);
+        assert_int_equal(st.vm_disks, 43);
+        assert_true(strlen(err) < sizeof(err));
+        assert_int_equal(err[strlen(err) - 1], '\n');
+        assert_non_null(strstr(err, "vm_disks: vm vm9: disk ghost00 is not in the disks table\n"));
+}
+
 int main(int argc, char **argv) {
         if (argc == 3 && strcmp(argv[1], "--grow-map") == 0)
                 return grow_map_main(argv[2]);
@@ -1012,6 +1227,14 @@ int main(int argc, char **argv) {
                 T(test_grow_waits_for_readers),
                 T(test_map_resized_elsewhere),
                 T(test_bad_options),
+                T(test_verify_ok),
+                T(test_verify_vm_disks_index),
+                T(test_verify_stale_session_index),
+                T(test_verify_disk_owner),
+                T(test_verify_vm_record),
+                T(test_verify_session_not_indexed),
+                T(test_verify_schema),
+                T(test_verify_many_problems),
         };
 #undef T
 
