@@ -75,6 +75,8 @@ fuzz_run() {
 fuzz_summary() {
         echo "=== fuzz summary"
         cat "$SUMMARY"
+        # FUZZ_RESULTS: a copy of the table for tools/test-summary
+        [ -n "${FUZZ_RESULTS:-}" ] && cp "$SUMMARY" "$FUZZ_RESULTS"
         if grep -q FAILED "$SUMMARY"; then
                 echo "fuzz: $(grep -c FAILED "$SUMMARY") target(s) failed; inputs in $BUILD/fuzz-artifacts/"
         fi
