@@ -576,7 +576,11 @@ void conn_sweep(Conn *c, uint64_t now) {
         }
         if (!c->attached && !c->busy && c->kind == CONN_TCP && c->in_len == c->in_head &&
             out_pending(c) == 0 && now - c->last_activity_ms >= idle) {
-                log_debug("Connection %" PRIu64 " from %s idle, closing", c->id, c->peer_str);
+                log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
+                                                    .peer = c->peer_str, .has_conn = true,
+                                                    .conn = c->id, .admin_uid = -1 },
+                           "Connection %" PRIu64 " from %s: idle without a session for %" PRIu64
+                           " s, closing", c->id, c->peer_str, m->config.idle_timeout_s);
                 conn_close(c, "timeout");
                 return;
         }

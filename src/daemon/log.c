@@ -6,6 +6,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+/* the location fields are ours (the caller's), not this file's */
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
@@ -122,10 +124,11 @@ int log_level_from_string(const char *s) {
         return -EINVAL;
 }
 
-int log_internal(int prio, int error, const char *file, int line, const char *fmt, ...) {
+int log_internal(int prio, int error, const char *file, int line, const char *func,
+                 const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
-        int r = log_emit(prio, error, NULL, file, line, NULL, fmt, ap);
+        int r = log_emit(prio, error, NULL, file, line, func, fmt, ap);
         va_end(ap);
         return r;
 }

@@ -48,13 +48,13 @@ int log_get_level(void);
 /* "err", "warning", "notice", "info", "debug" (or 0..7); -EINVAL if unknown */
 int log_level_from_string(const char *s);
 
-int log_internal(int prio, int error, const char *file, int line, const char *fmt, ...)
-        _printf_(5, 6);
+int log_internal(int prio, int error, const char *file, int line, const char *func,
+                 const char *fmt, ...) _printf_(6, 7);
 
 /* Each returns -abs(error) (or 0 when error is 0) so that callers can
  * "return log_error_errno(r, ...)". */
 #define log_full_errno(prio, error, ...) \
-        log_internal((prio), (error), __FILE__, __LINE__, __VA_ARGS__)
+        log_internal((prio), (error), __FILE__, __LINE__, __func__, __VA_ARGS__)
 #define log_error_errno(error, ...)   log_full_errno(LOG_ERR, (error), __VA_ARGS__)
 #define log_warning_errno(error, ...) log_full_errno(LOG_WARNING, (error), __VA_ARGS__)
 #define log_error(...)   log_full_errno(LOG_ERR, 0, __VA_ARGS__)

@@ -775,7 +775,6 @@ def one(records, name, **fields):
     return rs[0]
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: log.c sends CODE_FILE/CODE_LINE twice (sd_journal_send adds its own)')
 @needs_root
 def test_journal_native_records(journal):
     recs = journal['records']
@@ -797,7 +796,6 @@ def test_journal_native_records(journal):
         assert not r['MESSAGE'].startswith('<'), f'priority prefix in MESSAGE: {r}'
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: idle/half-message timeout closes are not logged with the limit MESSAGE_ID')
 @needs_root
 def test_journal_message_ids(journal):
     recs = [r for r in journal['records'] if r.get('_PID') == str(journal['pid'])]
