@@ -669,6 +669,13 @@ static void auth_failed(Request *r, const char *vm_id) {
                                            .peer = c->peer_str });
 }
 
+static bool peer_limited(Request *r) {
+        Conn *c = r->conn;
+        return c->peer &&
+               sessions_peer_limited(c->peer, now_ms(),
+                                     (unsigned) r->manager->config.auth_failures_per_minute);
+}
+
 static void auth_hashed(Job *j, int q) {
         Request *r = REQUEST_OF(j);
         AuthState *st = r->state;
@@ -676,6 +683,16 @@ static void auth_hashed(Job *j, int q) {
 
         if (q < 0) {
                 rpc_reply_errno(r, q);
+                rpc_finish(r);
+                return;
+        }
+        /* Attempts from one address run concurrently (one per connection):
+         * the limit is checked again now that this one is decided, so that
+         * no more than the limit's worth of outcomes is ever revealed in a
+         * minute, whatever the concurrency. */
+        if (peer_limited(r)) {
+                rpc_reply_error(r, VMM_E_RATE_LIMITED,
+                                "too many failed logins from this address; retry later");
                 rpc_finish(r);
                 return;
         }
@@ -694,13 +711,6 @@ static void auth_hashed(Job *j, int q) {
         r->job.write = auth_write;
         r->job.done = auth_written;
         jobs_submit_write(r->manager->jobs, &r->job);
-}
-
-static bool peer_limited(Request *r) {
-        Conn *c = r->conn;
-        return c->peer &&
-               sessions_peer_limited(c->peer, now_ms(),
-                                     (unsigned) r->manager->config.auth_failures_per_minute);
 }
 
 static int method_auth(Request *r) {

@@ -247,7 +247,6 @@ def test_failed_login_flood(make_daemon):
 
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: concurrent auth attempts are counted only after hashing')
 def test_concurrent_failed_logins_limited(make_daemon):
     """20 connections from one address each pipeline 3 wrong passwords at
     once: the limit is per address and per minute, so at most 10 of the 60
