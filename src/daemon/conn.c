@@ -34,6 +34,7 @@ static size_t conn_max_message(Conn *c) {
 
 static void conn_update_events(Conn *c);
 static void conn_process(Conn *c);
+static void fds_drop_before(Conn *c, uint64_t offset);
 
 static void format_peer(const struct sockaddr *sa, char *buf, size_t len) {
         char addr[INET6_ADDRSTRLEN];
@@ -329,10 +330,14 @@ static void conn_process(Conn *c) {
                 mpscan_reset(&c->scan);
                 const uint8_t *msg = c->in + c->in_head;
                 c->in_head += len;
+                c->msg_start = c->consumed;
                 c->consumed += len;
+                c->msg_end = c->consumed;
                 bool after_cutoff = m->shutting_down &&
                         (!c->shutdown_cutoff_set || c->consumed > c->shutdown_cutoff);
                 rpc_dispatch(c, msg, len, after_cutoff);
+                if (c->n_fds > 0 && !c->dead)
+                        fds_drop_before(c, c->msg_end);
                 if (out_pending(c) >= OUT_HIGH)
                         c->paused = true;
         }
@@ -414,22 +419,42 @@ static ssize_t recv_with_fds(Conn *c, uint8_t *buf, size_t len) {
                 for (size_t i = 0; i < nfd; i++) {
                         int fd;
                         memcpy(&fd, fds + i, sizeof fd);
-                        if (c->n_fds < CONN_MAX_FDS)
+                        if (c->n_fds < CONN_MAX_FDS) {
+                                c->fd_at[c->n_fds] = c->received;
                                 c->fds[c->n_fds++] = fd;
-                        else
+                        } else
                                 (void) close(fd);
                 }
         }
         return n;
 }
 
-int conn_take_fd(Conn *c) {
-        if (c->n_fds == 0)
-                return -1;
-        int fd = c->fds[0];
-        memmove(c->fds, c->fds + 1, (c->n_fds - 1) * sizeof(int));
+static void fds_remove(Conn *c, size_t i) {
+        memmove(c->fds + i, c->fds + i + 1, (c->n_fds - i - 1) * sizeof c->fds[0]);
+        memmove(c->fd_at + i, c->fd_at + i + 1, (c->n_fds - i - 1) * sizeof c->fd_at[0]);
         c->n_fds--;
-        return fd;
+}
+
+int conn_take_fd(Conn *c) {
+        for (size_t i = 0; i < c->n_fds; i++)
+                if (c->fd_at[i] >= c->msg_start && c->fd_at[i] < c->msg_end) {
+                        int fd = c->fds[i];
+                        fds_remove(c, i);
+                        return fd;
+                }
+        return -1;
+}
+
+/* Close the descriptors that came with messages already dispatched. */
+static void fds_drop_before(Conn *c, uint64_t offset) {
+        size_t i = 0;
+        while (i < c->n_fds) {
+                if (c->fd_at[i] < offset) {
+                        (void) close(c->fds[i]);
+                        fds_remove(c, i);
+                } else
+                        i++;
+        }
 }
 
 size_t conn_unsent(Conn *c) {

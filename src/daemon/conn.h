@@ -71,7 +71,9 @@ struct Conn {
         uid_t uid;
         pid_t pid;
         int fds[CONN_MAX_FDS];          /* received with SCM_RIGHTS, oldest first */
+        uint64_t fd_at[CONN_MAX_FDS];   /* stream offset of the bytes each came with */
         size_t n_fds;
+        uint64_t msg_start, msg_end;    /* stream offsets of the message dispatched */
         bool watching;                  /* events.watch */
         Conn *watch_prev, *watch_next;
         uint64_t event_seq;
@@ -106,5 +108,7 @@ void conn_kick(Conn *c);
 size_t conn_unsent(Conn *c);
 /* Try to send queued output now (no input processing); for notifications. */
 void conn_send_soon(Conn *c);
-/* Take the oldest descriptor received on the connection; -1 if none. */
+/* Take the oldest descriptor sent with the message being dispatched (a
+ * descriptor belongs to the request whose bytes it came with; any others
+ * are closed once their request is dispatched); -1 if none. */
 int conn_take_fd(Conn *c);

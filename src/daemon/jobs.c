@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@ struct Jobs {
         pthread_cond_t hash_cond, write_cond;
         Queue hash_q, write_q, done_q;
         bool stopping;
+        atomic_bool cancel;             /* long jobs (backup) give up */
         unsigned solo_running;
         pthread_cond_t solo_cond;
 
@@ -261,6 +263,8 @@ fail:
 Jobs *jobs_free(Jobs *js) {
         if (!js)
                 return NULL;
+        /* a backup whose reader never drains would keep us here */
+        atomic_store(&js->cancel, true);
         pthread_mutex_lock(&js->lock);
         js->stopping = true;
         pthread_cond_broadcast(&js->hash_cond);
@@ -347,6 +351,10 @@ int jobs_submit_thread(Jobs *js, Job *j) {
                 free(a);
         }
         return r;
+}
+
+const atomic_bool *jobs_cancel_flag(Jobs *js) {
+        return &js->cancel;
 }
 
 uint64_t jobs_pending(Jobs *js) {

@@ -5,6 +5,7 @@
  * back to the loop through an eventfd and their done() runs there. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
@@ -44,6 +45,9 @@ void jobs_submit_write(Jobs *j, Job *job);
 /* Run job->hash on a thread of its own (long work such as a backup, which
  * must not hold up logins); done() comes back to the loop as usual. */
 int jobs_submit_thread(Jobs *j, Job *job);
+/* Becomes true when the jobs are being torn down: a thread job polls it and
+ * gives up (the daemon's stop must not wait for a stuck peer). */
+const atomic_bool *jobs_cancel_flag(Jobs *js);
 /* Jobs submitted and not yet done() */
 uint64_t jobs_pending(Jobs *j);
 void jobs_stats(Jobs *j, JobsStats *ret);

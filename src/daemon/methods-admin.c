@@ -754,7 +754,8 @@ static void backup_state_free(void *p) {
 static int backup_run(Job *j) {
         Request *r = REQUEST_OF(j);
         BackupState *st = r->state;
-        return store_backup(r->manager->store, st->fd, &st->bytes);
+        return store_backup(r->manager->store, st->fd, &st->bytes,
+                            jobs_cancel_flag(r->manager->jobs));
 }
 
 static void backup_done(Job *j, int q) {
@@ -765,7 +766,11 @@ static void backup_done(Job *j, int q) {
 
         if (q < 0) {
                 log_warning_errno(q, "Backup failed: %s", strerror(-q));
-                if (q == -EBADF || q == -EINVAL || q == -ESPIPE)
+                if (q == -ECANCELED)
+                        rpc_reply_error(r, VMM_E_SHUTTING_DOWN,
+                                        "backup abandoned: the daemon is stopping");
+                else if (q == -EBADF || q == -EINVAL || q == -ESPIPE || q == -EPIPE ||
+                         q == -EISDIR || q == -ECONNRESET)
                         rpc_reply_error(r, VMM_E_BAD_REQUEST,
                                         "cannot write the backup to that descriptor: %s",
                                         strerror(-q));

@@ -19,6 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +33,7 @@
 
 #define STORE_MAP_INITIAL_DEFAULT (16ull << 20)
 #define STORE_MAP_MAX_DEFAULT (16ull << 30)
+#define BACKUP_CHUNK (64u * 1024u)
 #define STORE_READERS_DEFAULT 126u
 #define STORE_MAXDBS 16u             /* six today; room for groups, bookings, history */
 #define STORE_READ_CACHE 8u          /* reset read txns kept for reuse */
@@ -1202,31 +1206,138 @@ int store_stats(StoreTxn *t, StoreStats *ret) {
         return 0;
 }
 
-int store_backup(Store *s, int fd, uint64_t *ret_bytes) {
-        struct stat st;
-        int rc, r;
+typedef struct BackupCopy {
+        MDB_env *env;
+        int fd;                 /* the pipe's writing end */
+        int rc;
+} BackupCopy;
 
-        assert(s && fd >= 0);
-        /* a map resize must not run while the copy's read txn is open */
-        r = -pthread_rwlock_rdlock(&s->resize_lock);
-        if (r < 0)
-                return r;
-        rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
-        (void) pthread_rwlock_unlock(&s->resize_lock);
-        if (rc != 0)
-                return store_errno(rc);
-        if (fsync(fd) < 0 && errno != EINVAL && errno != EROFS)
-                return -errno;
-        if (ret_bytes) {
-                off_t pos = lseek(fd, 0, SEEK_CUR);
-                if (pos > 0)
-                        *ret_bytes = (uint64_t) pos;
-                else if (fstat(fd, &st) == 0)
-                        *ret_bytes = (uint64_t) st.st_size;
-                else
-                        *ret_bytes = 0;
+static void *backup_copy_thread(void *userdata) {
+        BackupCopy *b = userdata;
+
+        b->rc = mdb_env_copyfd2(b->env, b->fd, MDB_CP_COMPACT);
+        (void) close(b->fd);    /* end of file for the pump */
+        b->fd = -1;
+        return NULL;
+}
+
+static bool backup_cancelled(const atomic_bool *cancel) {
+        return cancel && atomic_load(cancel);
+}
+
+/* Wait until fd is ready for events, checking cancel ten times a second. */
+static int backup_wait(int fd, short events, const atomic_bool *cancel) {
+        struct pollfd p = { .fd = fd, .events = events };
+
+        for (;;) {
+                if (backup_cancelled(cancel))
+                        return -ECANCELED;
+                int n = poll(&p, 1, 100);
+                if (n < 0 && errno != EINTR)
+                        return -errno;
+                if (n > 0)
+                        return 0;
+        }
+}
+
+/* Writes all of buf to fd. A file takes it at once; anything else (a pipe, a
+ * socket, maybe never drained) gets pieces no larger than a pipe buffer
+ * once poll says there is room, so that a stuck reader cannot block the
+ * thread past a cancel. */
+static int backup_write(int fd, bool regular, const uint8_t *buf, size_t len,
+                        const atomic_bool *cancel) {
+        while (len > 0) {
+                size_t piece = len;
+                if (!regular) {
+                        int r = backup_wait(fd, POLLOUT, cancel);
+                        if (r < 0)
+                                return r;
+                        piece = MIN(len, (size_t) PIPE_BUF);
+                }
+                ssize_t n = write(fd, buf, piece);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        return -errno;
+                }
+                buf += n;
+                len -= (size_t) n;
         }
         return 0;
+}
+
+int store_backup(Store *s, int fd, uint64_t *ret_bytes, const atomic_bool *cancel) {
+        BackupCopy b = { .env = s->env, .fd = -1 };
+        struct stat st;
+        pthread_t t;
+        uint8_t *buf = NULL;
+        uint64_t total = 0;
+        int pfd[2], r;
+
+        assert(s && fd >= 0);
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
+        bool regular = S_ISREG(st.st_mode);
+        buf = malloc(BACKUP_CHUNK);
+        if (!buf)
+                return -ENOMEM;
+        if (pipe2(pfd, O_CLOEXEC) < 0) {
+                r = -errno;
+                free(buf);
+                return r;
+        }
+        /* LMDB writes the copy into a pipe on its own thread; this one
+         * forwards it to fd, counting the bytes (a pipe or socket has no
+         * offset to ask) and giving up when cancelled (shutdown). A map
+         * resize must not run while the copy's read transaction is open. */
+        r = -pthread_rwlock_rdlock(&s->resize_lock);
+        if (r < 0)
+                goto out_pipe;
+        b.fd = pfd[1];
+        r = -pthread_create(&t, NULL, backup_copy_thread, &b);
+        if (r < 0) {
+                (void) pthread_rwlock_unlock(&s->resize_lock);
+                goto out_pipe;
+        }
+        pfd[1] = -1;            /* the copy thread's now */
+        for (;;) {
+                r = backup_wait(pfd[0], POLLIN, cancel);
+                if (r < 0)
+                        break;
+                ssize_t n = read(pfd[0], buf, BACKUP_CHUNK);
+                if (n < 0) {
+                        if (errno == EINTR || errno == EAGAIN)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                if (n == 0)
+                        break;
+                r = backup_write(fd, regular, buf, (size_t) n, cancel);
+                if (r < 0)
+                        break;
+                total += (uint64_t) n;
+        }
+        /* on an early stop the copy thread's next write fails (EPIPE) */
+        (void) close(pfd[0]);
+        pfd[0] = -1;
+        (void) pthread_join(t, NULL);
+        (void) pthread_rwlock_unlock(&s->resize_lock);
+        if (r == 0 && b.rc != 0)
+                r = store_errno(b.rc);
+        if (r == 0 && fsync(fd) < 0 && errno != EINVAL && errno != EROFS)
+                r = -errno;
+        if (r == 0 && ret_bytes)
+                *ret_bytes = total;
+out_pipe:
+        if (pfd[0] >= 0)
+                (void) close(pfd[0]);
+        if (pfd[1] >= 0)
+                (void) close(pfd[1]);
+        free(buf);
+        return r;
 }
 
 /* ---- for verify.c (store-internal.h) ---- */

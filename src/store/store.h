@@ -29,6 +29,7 @@
  * reused (up to 8 kept). */
 #pragma once
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -164,9 +165,11 @@ int store_session_vm_foreach(StoreTxn *t, const char *after, StoreVmIdFunc f, vo
 
 int store_stats(StoreTxn *t, StoreStats *ret);
 
-/* Writes a consistent, compacted copy of the database to fd (any thread;
- * takes a read transaction, so writers go on). *ret_bytes: bytes written. */
-int store_backup(Store *s, int fd, uint64_t *ret_bytes);
+/* Writes a consistent, compacted copy of the database to fd: a file, a pipe
+ * or a socket (any thread; takes a read transaction, so writers go on).
+ * *ret_bytes: bytes written. Returns -ECANCELED soon after *cancel (may be
+ * NULL) becomes true, even when nobody reads the other end of fd. */
+int store_backup(Store *s, int fd, uint64_t *ret_bytes, const atomic_bool *cancel);
 
 /* Consistency check (verify.c), in one read transaction: every record decodes
  * and matches its key, the disks table and the vm_disks and vm_sessions

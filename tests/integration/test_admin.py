@@ -907,7 +907,6 @@ def drain_pipe(r, out):
     out.append(bytes(data))
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: backup bytes counted by lseek, 0 for a pipe')
 def test_backup_into_a_pipe(daemon, make_daemon, tmp_path):
     """The descriptor need not be a seekable file: bytes counts what was
     written, and what came through the pipe restores."""
@@ -936,7 +935,6 @@ def test_backup_into_a_pipe(daemon, make_daemon, tmp_path):
         assert a.ok('status')['vms'] == 50
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: a descriptor sent with one request is used by a later backup')
 def test_backup_descriptor_belongs_to_its_request(daemon, tmp_path):
     """A descriptor sent with another request is not kept for a later backup."""
     path = os.path.join(str(tmp_path), 'stray.mdb')
@@ -967,7 +965,6 @@ def test_backup_to_a_broken_pipe(daemon):
     assert daemon.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: shutdown waits for a backup whose reader never drains')
 def test_shutdown_with_a_stuck_backup(make_daemon):
     """A backup blocked on a descriptor nobody drains neither stalls the
     others nor keeps the daemon from exiting within 10 s."""
