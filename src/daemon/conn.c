@@ -78,7 +78,8 @@ int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, sockl
                 free(c);
                 return -ENOMEM;
         }
-        r = sd_event_add_io(m->event, &c->io, fd, EPOLLIN, on_io, c);
+        c->io_events = EPOLLIN | EPOLLET;
+        r = sd_event_add_io(m->event, &c->io, fd, c->io_events, on_io, c);
         if (r < 0) {
                 sessions_peer_unref(m->sessions, c->peer);
                 free(c);
@@ -249,13 +250,16 @@ static int conn_flush(Conn *c) {
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        if (errno == EAGAIN)
+                        if (errno == EAGAIN) {
+                                c->out_ready = false;   /* an edge comes when there is room */
                                 return 0;
+                        }
                         return -errno;
                 }
                 c->out_head += (size_t) n;
                 c->last_activity_ms = mono_ms();
         }
+        c->out_ready = true;
         /* everything sent: give the memory back */
         free(c->out);
         c->out = NULL;
@@ -359,6 +363,18 @@ static void conn_process(Conn *c) {
         conn_unref(c);
 }
 
+/* Register ev (edge-triggered). sd-event re-arms an edge-triggered source
+ * on every call, so call it only when the set changes or an edge may have
+ * been consumed without reaching EAGAIN. */
+static void conn_set_events(Conn *c, uint32_t ev) {
+        ev |= EPOLLET;
+        bool rearm = ((ev & EPOLLIN) && c->in_undrained) || ((ev & EPOLLOUT) && c->out_ready);
+        if (ev == c->io_events && !rearm)
+                return;
+        if (sd_event_source_set_io_events(c->io, ev) >= 0)
+                c->io_events = ev;
+}
+
 static void conn_update_events(Conn *c) {
         uint32_t ev = 0;
 
@@ -392,7 +408,7 @@ static void conn_update_events(Conn *c) {
                 if (out_pending(c) > 0)
                         ev |= EPOLLOUT;
         }
-        (void) sd_event_source_set_io_events(c->io, ev);
+        conn_set_events(c, ev);
 }
 
 /* recv() that also takes descriptors sent with SCM_RIGHTS (admin socket). */
@@ -477,58 +493,77 @@ void conn_send_soon(Conn *c) {
                 ev |= EPOLLIN;
         if (out_pending(c) > 0)
                 ev |= EPOLLOUT;
-        (void) sd_event_source_set_io_events(c->io, ev);
+        conn_set_events(c, ev);
 }
 
+/* Edge-triggered: read until EAGAIN, end of file, or the input bound. */
 static int conn_read(Conn *c) {
+        c->in_undrained = true;
         if (c->closing) {
+                /* discard what the peer still sends until its EOF; a
+                 * bounded amount per wake-up (re-armed if more is left) */
                 uint8_t sink[4096];
                 for (int i = 0; i < 16; i++) {
                         ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
                         if (n == 0) {
                                 c->read_eof = true;
+                                c->in_undrained = false;
                                 return 0;
                         }
-                        if (n < 0)
-                                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                if (errno != EAGAIN)
+                                        return -errno;
+                                c->in_undrained = false;
+                                return 0;
+                        }
                 }
                 return 0;
         }
 
         size_t bound = conn_max_message(c) + READ_CHUNK;
-        if (c->in_len - c->in_head >= bound)
-                return 0;
-        if (c->in_cap - c->in_len < READ_CHUNK) {
-                if (c->in_head > 0 && !c->busy) {
-                        memmove(c->in, c->in + c->in_head, c->in_len - c->in_head);
-                        c->in_len -= c->in_head;
-                        c->in_head = 0;
-                }
+        while (c->in_len - c->in_head < bound) {
                 if (c->in_cap - c->in_len < READ_CHUNK) {
-                        size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
-                        while (cap - c->in_len < READ_CHUNK)
-                                cap *= 2;
-                        uint8_t *p = realloc(c->in, cap);
-                        if (!p)
-                                return -ENOMEM;
-                        c->in = p;
-                        c->in_cap = cap;
+                        if (c->in_head > 0 && !c->busy) {
+                                memmove(c->in, c->in + c->in_head, c->in_len - c->in_head);
+                                c->in_len -= c->in_head;
+                                c->in_head = 0;
+                        }
+                        if (c->in_cap - c->in_len < READ_CHUNK) {
+                                size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
+                                while (cap - c->in_len < READ_CHUNK)
+                                        cap *= 2;
+                                uint8_t *p = realloc(c->in, cap);
+                                if (!p)
+                                        return -ENOMEM;
+                                c->in = p;
+                                c->in_cap = cap;
+                        }
                 }
+                size_t room = c->in_cap - c->in_len;
+                ssize_t n;
+                if (c->kind == CONN_ADMIN)
+                        n = recv_with_fds(c, c->in + c->in_len, room);
+                else
+                        n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
+                if (n == 0) {
+                        c->read_eof = true;
+                        c->in_undrained = false;
+                        return 0;
+                }
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno != EAGAIN)
+                                return -errno;
+                        c->in_undrained = false;
+                        return 0;
+                }
+                c->in_len += (size_t) n;
+                c->received += (uint64_t) n;
+                c->last_activity_ms = mono_ms();
         }
-        ssize_t n;
-        if (c->kind == CONN_ADMIN)
-                n = recv_with_fds(c, c->in + c->in_len, c->in_cap - c->in_len);
-        else
-                n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_DONTWAIT);
-        if (n == 0) {
-                c->read_eof = true;
-                return 0;
-        }
-        if (n < 0)
-                return errno == EAGAIN || errno == EINTR ? 0 : -errno;
-        c->in_len += (size_t) n;
-        c->received += (uint64_t) n;
-        c->last_activity_ms = mono_ms();
         return 0;
 }
 

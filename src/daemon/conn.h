@@ -53,6 +53,13 @@ struct Conn {
         bool dead;                      /* fd closed; memory lives until the last ref */
         bool read_eof;
         bool paused;                    /* too much unsent output: not reading */
+        /* Edge-triggered epoll (a level-triggered set of 10,000 ready
+         * sockets costs every loop iteration): what is registered, and
+         * whether the last read/write stopped short of EAGAIN (then the
+         * next registration re-arms the edge). */
+        uint32_t io_events;
+        bool in_undrained;
+        bool out_ready;
         bool shutdown_cutoff_set;
         uint64_t shutdown_cutoff;       /* bytes received before the stop began */
         uint64_t received;              /* bytes received in all */
