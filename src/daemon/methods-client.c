@@ -769,6 +769,7 @@ typedef struct ResumeState {
         uint8_t hash[SECRET_HASH_BYTES];
         char vm_id[VMM_VM_ID_MAX + 1];
         int64_t now, expires_at;
+        int64_t stored_expires_at;      /* as read before the write */
 } ResumeState;
 
 static int resume_write(Job *j, StoreTxn *t) {
@@ -810,6 +811,14 @@ static void resume_written(Job *j, int q) {
                 rpc_reply_error(r, VMM_E_UNAUTHENTICATED, "the token is not valid (expired or ended)");
                 rpc_finish(r);
                 return;
+        }
+        if (q == -ENOSPC && st->vm_id[0] != '\0') {
+                /* Storage is full: the renewal cannot be stored, but the
+                 * session is, and using it needs no write. Attach with the
+                 * expiry on disk; while attached the session counts as
+                 * used, and the renewal is stored once there is room. */
+                st->expires_at = st->stored_expires_at;
+                q = 0;
         }
         if (q < 0) {
                 rpc_reply_errno(r, q);
@@ -871,6 +880,8 @@ static int method_resume(Request *r) {
         }
         if (q < 0)
                 return q;
+        st->stored_expires_at = s.expires_at;
+        memcpy(st->vm_id, s.vm_id, sizeof st->vm_id);
         r->job.write = resume_write;
         r->job.done = resume_written;
         jobs_submit_write(m->jobs, &r->job);

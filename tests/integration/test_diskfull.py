@@ -268,9 +268,6 @@ def test_map_full(make_daemon):
 
 
 
-@pytest.mark.xfail(strict=True, reason='vmmd bug: resume writes the renewed session and '
-                   'last_seen_at in a required transaction, so it answers unavailable when '
-                   'storage is full (remove this mark once fixed)')
 def test_resume_when_map_full(make_daemon):
     """An existing session can be resumed while writes are refused: the
     session is on disk, nothing needs to be stored for it to be used."""
