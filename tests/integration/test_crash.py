@@ -176,6 +176,5 @@ def test_kill_9_cycles(make_daemon):
     print(f'cycles survived: {cycles} in {elapsed:.1f} s; writes acknowledged: {acked_total}; '
           f'cycles with an in-flight write found applied: {in_flight_seen}')
     print(out)
-    assert cycles >= min(CYCLES, 50) or elapsed > BUDGET_S, (cycles, elapsed)
-    assert cycles >= 10, f'only {cycles} cycles in {elapsed:.1f} s'
+    assert cycles >= min(CYCLES, 50), f'only {cycles} cycles in {elapsed:.1f} s (50 needed)'
     assert acked_total > cycles, f'too few writes acknowledged: {acked_total}'
