@@ -73,7 +73,10 @@ static bool vm_authorized(Manager *m, StoreTxn *t, const char *vm_id) {
         return r == -E2BIG;
 }
 
-static int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm) {
+/* authorized: 1 or 0 when the caller knows (a VM reading its own record
+ * holds a valid session), -1 to look the VM's sessions up. */
+static int pack_vm_known(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
+                         int authorized) {
         if (msgpack_pack_map(pk, 9) || mp_kv_str(pk, "vm_id", vm->vm_id))
                 return -ENOMEM;
         if (vm->described) {
@@ -94,9 +97,14 @@ static int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *v
                                  : mp_kv_i64(pk, "last_seen_at", vm->last_seen_at))
                 return -ENOMEM;
         if (mp_kv_bool(pk, "connected", sessions_vm_connected(m->sessions, vm->vm_id)) ||
-            mp_kv_bool(pk, "authorized", vm_authorized(m, t, vm->vm_id)))
+            mp_kv_bool(pk, "authorized",
+                       authorized >= 0 ? authorized > 0 : vm_authorized(m, t, vm->vm_id)))
                 return -ENOMEM;
         return 0;
+}
+
+static int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm) {
+        return pack_vm_known(m, t, pk, vm, -1);
 }
 
 void reply_vm(Request *r, const StoreVm *vm) {
@@ -1010,22 +1018,30 @@ static int method_vm_update(Request *r) {
 static int method_vm_get(Request *r) {
         StoreVm *vm = malloc(sizeof *vm);
         StoreTxn *t = NULL;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
         int q;
 
         if (!vm)
                 return -ENOMEM;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        /* one read transaction for the record and its answer; the caller's
+         * own VM is authorized: the request's session was just checked */
         q = store_read_begin(r->manager->store, &t);
         if (q >= 0) {
                 q = store_vm_get(t, r->vm_id, vm);
+                if (q >= 0)
+                        q = pack_vm_known(r->manager, t, &pk, vm, 1);
                 store_read_end(t);
         }
         if (q == -ENOENT)
                 rpc_reply_error(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", r->vm_id);
-        else if (q < 0) {
-                free(vm);
-                return q;
-        } else
-                reply_vm(r, vm);
+        else if (q < 0)
+                rpc_reply_errno(r, q);
+        else
+                rpc_reply(r, sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
         free(vm);
         return 0;
 }
