@@ -307,10 +307,8 @@ def test_vm_add_fields_mandatory(daemon, missing):
     c.close()
 
 
-def test_vm_update_not_found_needs_admin():
-    pytest.skip('vm.update -> not_found needs a VM created by an admin (vm.create) and never '
-                'described; over TCP alone every VM is described at register, so no client '
-                'method can reach not_found (admin tests cover it)')
+# vm.update -> not_found (a VM created by an admin, never described) is
+# reached through the admin socket: test_admin.py.
 
 
 # ---------------------------------------------------------------- vm.update
