@@ -78,7 +78,7 @@ int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, sockl
                 free(c);
                 return -ENOMEM;
         }
-        c->io_events = EPOLLIN | EPOLLET;
+        c->io_events = EPOLLIN | EPOLLRDHUP | EPOLLET;
         r = sd_event_add_io(m->event, &c->io, fd, c->io_events, on_io, c);
         if (r < 0) {
                 sessions_peer_unref(m->sessions, c->peer);
@@ -368,6 +368,8 @@ static void conn_process(Conn *c) {
  * been consumed without reaching EAGAIN. */
 static void conn_set_events(Conn *c, uint32_t ev) {
         ev |= EPOLLET;
+        if (ev & EPOLLIN)
+                ev |= EPOLLRDHUP;
         bool rearm = ((ev & EPOLLIN) && c->in_undrained) || ((ev & EPOLLOUT) && c->out_ready);
         if (ev == c->io_events && !rearm)
                 return;
@@ -563,6 +565,17 @@ static int conn_read(Conn *c) {
                 c->in_len += (size_t) n;
                 c->received += (uint64_t) n;
                 c->last_activity_ms = mono_ms();
+                if (c->kind == CONN_TCP && (size_t) n < room && !c->rdhup) {
+                        /* TCP hands over all it has: a short read emptied
+                         * the queue, and what arrives later raises a new
+                         * edge. (Not so on the admin socket: a read stops
+                         * early at bytes that carry descriptors; nor when
+                         * the peer's FIN came with the data: its edge is
+                         * spent, read on to the end of file.) Saves the
+                         * EAGAIN call per request. */
+                        c->in_undrained = false;
+                        return 0;
+                }
         }
         return 0;
 }
@@ -579,7 +592,8 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                         goto out;
                 }
         }
-        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
+                c->rdhup = revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
                 r = conn_read(c);
                 if (r < 0) {
                         conn_close(c, "error");

@@ -59,6 +59,7 @@ struct Conn {
          * next registration re-arms the edge). */
         uint32_t io_events;
         bool in_undrained;
+        bool rdhup;                     /* the last wake-up said: the peer sent its FIN */
         bool out_ready;
         bool shutdown_cutoff_set;
         uint64_t shutdown_cutoff;       /* bytes received before the stop began */

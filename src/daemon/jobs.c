@@ -4,6 +4,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <unistd.h>
 
 #include "jobs.h"
@@ -67,9 +69,17 @@ static void jobs_complete_locked(Jobs *js, Job *j) {
         }
 }
 
+#define HASH_NICE 19
+
 static void *hash_thread(void *userdata) {
         Jobs *js = userdata;
 
+        /* argon2id takes whole cores for tens of milliseconds: a nicer
+         * thread lets the event loop (and the writer) preempt it at once,
+         * so that a login flood does not delay everyone's answers. Lowering
+         * one's own priority needs no privilege; when a sandbox forbids it
+         * (EPERM), the hashes run at the daemon's priority. */
+        (void) setpriority(PRIO_PROCESS, (id_t) gettid(), HASH_NICE);
         pthread_mutex_lock(&js->lock);
         for (;;) {
                 Job *j = queue_pop(&js->hash_q);
