@@ -27,6 +27,43 @@
 #define OUT_LOW         (256u * 1024u)    /* and start again below this */
 #define CLOSING_GRACE_MS 2000u
 
+/* Buffers of the usual sizes, kept for reuse by the next connection that
+ * needs one: a connection gives its buffers back as soon as it has nothing
+ * pending (an idle connection holds none), and without this each request
+ * would cost a malloc/free pair of each. Loop thread only; bounded. */
+#define POOL_MAX        64
+#define OUT_FIRST       4096u
+
+typedef struct BufPool {
+        void *b[POOL_MAX];
+        size_t n;
+        size_t size;
+} BufPool;
+
+static BufPool pool_in = { .size = READ_CHUNK }, pool_out = { .size = OUT_FIRST };
+
+static void *pool_get(BufPool *p, size_t size) {
+        if (size == p->size && p->n > 0)
+                return p->b[--p->n];
+        return malloc(size);
+}
+
+static void pool_put(BufPool *p, void *b, size_t cap) {
+        if (!b)
+                return;
+        if (cap == p->size && p->n < POOL_MAX)
+                p->b[p->n++] = b;
+        else
+                free(b);
+}
+
+void conn_pools_free(void) {
+        while (pool_in.n > 0)
+                free(pool_in.b[--pool_in.n]);
+        while (pool_out.n > 0)
+                free(pool_out.b[--pool_out.n]);
+}
+
 static size_t conn_max_message(Conn *c) {
         return c->kind == CONN_ADMIN ? c->manager->config.max_message_admin
                                      : c->manager->config.max_message_tcp;
@@ -111,8 +148,8 @@ Conn *conn_unref(Conn *c) {
         if (--c->n_ref > 0)
                 return NULL;
         assert(c->dead);
-        free(c->in);
-        free(c->out);
+        pool_put(&pool_in, c->in, c->in_cap);
+        pool_put(&pool_out, c->out, c->out_cap);
         free(c);
         return NULL;
 }
@@ -160,10 +197,10 @@ void conn_close(Conn *c, const char *reason) {
         c->prev = c->next = NULL;
         m->n_conns--;
 
-        free(c->in);
+        pool_put(&pool_in, c->in, c->in_cap);
         c->in = NULL;
         c->in_head = c->in_len = c->in_cap = 0;
-        free(c->out);
+        pool_put(&pool_out, c->out, c->out_cap);
         c->out = NULL;
         c->out_head = c->out_len = c->out_cap = 0;
 
@@ -180,10 +217,10 @@ static int out_reserve(Conn *c, size_t n) {
                 if (c->out_cap - c->out_len >= n)
                         return 0;
         }
-        size_t cap = c->out_cap ? c->out_cap : 4096;
+        size_t cap = c->out_cap ? c->out_cap : OUT_FIRST;
         while (cap - c->out_len < n)
                 cap *= 2;
-        uint8_t *p = realloc(c->out, cap);
+        uint8_t *p = c->out ? realloc(c->out, cap) : pool_get(&pool_out, cap);
         if (!p)
                 return -ENOMEM;
         c->out = p;
@@ -261,7 +298,7 @@ static int conn_flush(Conn *c) {
         }
         c->out_ready = true;
         /* everything sent: give the memory back */
-        free(c->out);
+        pool_put(&pool_out, c->out, c->out_cap);
         c->out = NULL;
         c->out_head = c->out_len = c->out_cap = 0;
         return 0;
@@ -275,7 +312,7 @@ void conn_close_after_flush(Conn *c, const char *reason) {
         c->closing_since_ms = mono_ms();
         /* nothing more is read as requests */
         if (!c->busy) {
-                free(c->in);
+                pool_put(&pool_in, c->in, c->in_cap);
                 c->in = NULL;
                 c->in_cap = 0;
         }
@@ -293,7 +330,7 @@ static void conn_in_compact(Conn *c) {
         if (c->in_head == c->in_len) {
                 c->in_head = c->in_len = 0;
                 if (!c->busy) {
-                        free(c->in);
+                        pool_put(&pool_in, c->in, c->in_cap);
                         c->in = NULL;
                         c->in_cap = 0;
                 }
@@ -536,7 +573,8 @@ static int conn_read(Conn *c) {
                                 size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK;
                                 while (cap - c->in_len < READ_CHUNK)
                                         cap *= 2;
-                                uint8_t *p = realloc(c->in, cap);
+                                uint8_t *p = c->in ? realloc(c->in, cap)
+                                                   : pool_get(&pool_in, cap);
                                 if (!p)
                                         return -ENOMEM;
                                 c->in = p;

@@ -116,6 +116,8 @@ void conn_kick(Conn *c);
 size_t conn_unsent(Conn *c);
 /* Try to send queued output now (no input processing); for notifications. */
 void conn_send_soon(Conn *c);
+/* Free the buffers kept for reuse (at exit). */
+void conn_pools_free(void);
 /* Take the oldest descriptor sent with the message being dispatched (a
  * descriptor belongs to the request whose bytes it came with; any others
  * are closed once their request is dispatched); -1 if none. */

@@ -169,6 +169,7 @@ Manager *manager_free(Manager *m) {
         secret_wipe(m->hash_key, sizeof m->hash_key);
         config_done(&m->config);
         free(m);
+        conn_pools_free();
         return NULL;
 }
 

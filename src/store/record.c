@@ -212,6 +212,7 @@ static int decode_disks(const msgpack_object *o, StoreVm *vm) {
         for (uint32_t i = 0; i < o->via.array.size; i++) {
                 const msgpack_object *d = &o->via.array.ptr[i];
                 StoreDisk *disk = &vm->disks[i];
+                memset(disk, 0, sizeof *disk);
                 const Field fields[] = {
                         { "id", FIELD_STR, disk->id, sizeof(disk->id), 1 },
                         { "size", FIELD_U64, &disk->size, 0, 0 },
@@ -274,9 +275,13 @@ static int decode_fields(const msgpack_object_map *m, const Field *fields, size_
                 size_t j;
                 int r;
 
-                for (j = 0; j < n_fields; j++)
-                        if (key_is(&kv->key, fields[j].name))
-                                break;
+                /* records are written in field order: try that first */
+                if (i < n_fields && key_is(&kv->key, fields[i].name))
+                        j = i;
+                else
+                        for (j = 0; j < n_fields; j++)
+                                if (key_is(&kv->key, fields[j].name))
+                                        break;
                 if (j == n_fields || (seen & (1u << j)))
                         return -EBADMSG;
                 seen |= 1u << j;
@@ -324,7 +329,7 @@ static int record_unpack(const uint8_t *buf, size_t len, unsigned max_depth, msg
 int record_vm_decode(const uint8_t *buf, size_t len, StoreVm *ret) {
         _cleanup_(unpacked_destroyp) msgpack_unpacked u;
         const msgpack_object_map *m;
-        StoreVm vm = { 0 };
+        StoreVm vm;             /* 5 KiB: only the part in use is cleared and copied */
         const Field fields[] = {
                 { "v", FIELD_VERSION, NULL, 0, 0 },
                 { "vm_id", FIELD_STR, vm.vm_id, sizeof(vm.vm_id), 1 },
@@ -339,6 +344,7 @@ int record_vm_decode(const uint8_t *buf, size_t len, StoreVm *ret) {
         };
         int r;
 
+        memset(&vm, 0, offsetof(StoreVm, disks));
         msgpack_unpacked_init(&u);
         if (!ret)
                 return -EINVAL;
@@ -348,7 +354,7 @@ int record_vm_decode(const uint8_t *buf, size_t len, StoreVm *ret) {
         r = decode_fields(m, fields, ELEMENTSOF(fields));
         if (r < 0)
                 return r;
-        *ret = vm;
+        store_vm_copy(ret, &vm);
         return 0;
 }
 

@@ -722,7 +722,7 @@ int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret) {
         r = vm_decode_checked(&k, &v, &vm);
         if (r < 0)
                 return r;
-        *ret = vm;
+        store_vm_copy(ret, &vm);
         return 0;
 }
 

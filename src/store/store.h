@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vmm/protocol.h"
 
@@ -58,6 +59,12 @@ typedef struct StoreVm {
         uint32_t n_disks;
         StoreDisk disks[VMM_MAX_DISKS]; /* in the order given */
 } StoreVm;
+
+/* Copies the header and the disks in use (a StoreVm is mostly unused disk
+ * slots); the slots past n_disks in dst are left as they were. */
+static inline void store_vm_copy(StoreVm *dst, const StoreVm *src) {
+        memcpy(dst, src, offsetof(StoreVm, disks) + src->n_disks * sizeof(StoreDisk));
+}
 
 typedef struct StoreSession {
         uint8_t hash[STORE_HASH_BYTES]; /* keyed hash of the token: the key */
