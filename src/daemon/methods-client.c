@@ -59,18 +59,20 @@ void client_methods_init(Manager *m) {
 
 /* ---- records ---- */
 
-static bool vm_authorized(Manager *m, StoreTxn *t, const char *vm_id) {
-        StoreSession ss[32];
-        size_t n = 0;
-        int64_t now = now_ms();
-        int r = store_vm_sessions(t, vm_id, ss, ELEMENTSOF(ss), &n);
+typedef struct AuthorizedScan {
+        Manager *manager;
+        int64_t now;
+} AuthorizedScan;
 
-        if (r < 0 && r != -E2BIG)
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (ss[i].expires_at > now || sessions_is_attached(m->sessions, ss[i].hash))
-                        return true;
-        return r == -E2BIG;
+static int authorized_one(void *userdata, const StoreSession *s) {
+        AuthorizedScan *a = userdata;
+        return s->expires_at > a->now || sessions_is_attached(a->manager->sessions, s->hash);
+}
+
+/* Holds at least one unexpired session: stops at the first one. */
+static bool vm_authorized(Manager *m, StoreTxn *t, const char *vm_id) {
+        AuthorizedScan a = { .manager = m, .now = now_ms() };
+        return store_vm_session_foreach(t, vm_id, authorized_one, &a) > 0;
 }
 
 /* authorized: 1 or 0 when the caller knows (a VM reading its own record
@@ -107,7 +109,13 @@ static int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *v
         return pack_vm_known(m, t, pk, vm, -1);
 }
 
+static void reply_vm_known(Request *r, const StoreVm *vm, int authorized);
+
 void reply_vm(Request *r, const StoreVm *vm) {
+        reply_vm_known(r, vm, -1);
+}
+
+static void reply_vm_known(Request *r, const StoreVm *vm, int authorized) {
         msgpack_sbuffer sb;
         msgpack_packer pk;
         StoreTxn *t = NULL;
@@ -117,7 +125,7 @@ void reply_vm(Request *r, const StoreVm *vm) {
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         q = store_read_begin(r->manager->store, &t);
         if (q >= 0) {
-                q = pack_vm(r->manager, t, &pk, vm);
+                q = pack_vm_known(r->manager, t, &pk, vm, authorized);
                 store_read_end(t);
         }
         if (q < 0)
@@ -173,7 +181,7 @@ static int touch_write(Job *j, StoreTxn *t) {
                 r = store_vm_get(t, tj->vm_id, vm);
                 if (r >= 0) {
                         vm->last_seen_at = tj->now;
-                        r = store_vm_put(t, vm);
+                        r = store_vm_put_same_disks(t, vm);
                 }
                 free(vm);
                 if (r < 0 && r != -ENOENT)
@@ -617,7 +625,7 @@ static int auth_write(Job *j, StoreTxn *t) {
         if (q < 0)
                 goto out;
         vm->last_seen_at = st->now;
-        q = store_vm_put(t, vm);
+        q = store_vm_put_same_disks(t, vm);
 out:
         free(vm);
         return q;
@@ -802,7 +810,7 @@ static int resume_write(Job *j, StoreTxn *t) {
         q = store_vm_get(t, s.vm_id, vm);
         if (q >= 0) {
                 vm->last_seen_at = st->now;
-                q = store_vm_put(t, vm);
+                q = store_vm_put_same_disks(t, vm);
         }
         free(vm);
         return q;
@@ -951,6 +959,8 @@ static int describe_write(Job *j, StoreTxn *t) {
                         disks_from_params(&st->vm, &p->disks);
         }
         st->vm.updated_at = now_ms();
+        if (!is_add && !((UpdateParams *) r->params)->disks.set)
+                return store_vm_put_same_disks(t, &st->vm);     /* ram, cpu only */
         return store_vm_put(t, &st->vm);
 }
 
@@ -973,7 +983,7 @@ static void describe_written(Job *j, int q) {
         else {
                 events_emit(r->manager, &(Event) { .type = is_add ? "vm.described" : "vm.updated",
                                                    .vm_id = r->vm_id });
-                reply_vm(r, &st->vm);
+                reply_vm_known(r, &st->vm, 1);   /* its own VM: the session is valid */
         }
         rpc_finish(r);
 }

@@ -833,6 +833,52 @@ static int disks_unlink(StoreTxn *t, const char *vm_id, const StoreDisk *keep, u
         return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
+/* 1 if vm's disks (all with ids) are exactly those stored for it, in the
+ * same order with the same sizes; 0 if not (or the VM is new). */
+static int vm_disks_unchanged(StoreTxn *t, const StoreVm *vm) {
+        StoreVm old;
+        MDB_val k = val_str(vm->vm_id), v;
+        int r;
+
+        for (uint32_t i = 0; i < vm->n_disks; i++)
+                if (vm->disks[i].id[0] == '\0')
+                        return 0;       /* an id to assign */
+        r = store_errno(mdb_get(t->txn, t->store->dbi_vms, &k, &v));
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        r = vm_decode_checked(&k, &v, &old);
+        if (r < 0)
+                return r;
+        if (old.n_disks != vm->n_disks)
+                return 0;
+        for (uint32_t i = 0; i < vm->n_disks; i++)
+                if (old.disks[i].size != vm->disks[i].size ||
+                    strncmp(old.disks[i].id, vm->disks[i].id, sizeof old.disks[i].id) != 0)
+                        return 0;
+        return 1;
+}
+
+int store_vm_put_same_disks(StoreTxn *t, const StoreVm *vm) {
+        _cleanup_free_ uint8_t *rec = NULL;
+        size_t rec_len;
+        MDB_val k, v;
+        int r;
+
+        assert(t && vm);
+        if (t->read_only)
+                return -EINVAL;
+        if (!key_ok(vm->vm_id, VMM_VM_ID_MAX) || vm->n_disks > VMM_MAX_DISKS)
+                return -EINVAL;
+        r = record_vm_encode(vm, &rec, &rec_len);
+        if (r < 0)
+                return r;
+        k = val_str(vm->vm_id);
+        v = val_of(rec, rec_len);
+        return store_errno(mdb_put(t->txn, t->store->dbi_vms, &k, &v, 0));
+}
+
 int store_vm_put(StoreTxn *t, StoreVm *vm) {
         _cleanup_free_ uint8_t *rec = NULL;
         StoreDisk disks[VMM_MAX_DISKS];
@@ -848,6 +894,14 @@ int store_vm_put(StoreTxn *t, StoreVm *vm) {
         if (!key_ok(vm->vm_id, VMM_VM_ID_MAX) || vm->n_disks > VMM_MAX_DISKS)
                 return -EINVAL;
         memcpy(disks, vm->disks, sizeof(StoreDisk) * vm->n_disks);
+
+        /* Most writes (a login's last_seen_at, ram or cpu, a password)
+         * leave the disks as they are: then only the VM record changes. */
+        r = vm_disks_unchanged(t, vm);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return store_vm_put_same_disks(t, vm);
 
         /* Check everything before writing anything. */
         for (uint32_t i = 0; i < vm->n_disks; i++) {
@@ -1123,6 +1177,34 @@ int store_vm_sessions(StoreTxn *t, const char *vm_id, StoreSession *ret, size_t 
                 return store_errno(rc);
         *ret_n = n;
         return 0;
+}
+
+int store_vm_session_foreach(StoreTxn *t, const char *vm_id, StoreSessionFunc f,
+                             void *userdata) {
+        _cleanup_(cursor_closep) MDB_cursor *c = NULL;
+        StoreSession session;
+        MDB_val k, v;
+        int rc, r;
+
+        assert(t && f);
+        if (!key_ok(vm_id, VMM_VM_ID_MAX))
+                return 0;
+        r = store_errno(mdb_cursor_open(t->txn, t->store->dbi_vm_sessions, &c));
+        if (r < 0)
+                return r;
+        k = val_str(vm_id);
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP)) {
+                if (v.mv_size != STORE_HASH_BYTES)
+                        return -EBADMSG;
+                r = store_session_get(t, v.mv_data, &session);
+                if (r < 0)
+                        return r == -ENOENT ? -EBADMSG : r;   /* index without record */
+                r = f(userdata, &session);
+                if (r != 0)
+                        return r;
+        }
+        return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
 int store_session_foreach(StoreTxn *t, const uint8_t *after, StoreSessionFunc f, void *userdata) {

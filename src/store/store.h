@@ -132,6 +132,11 @@ int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret);
  * Disks of the previous record that are not in the new one are removed.
  * The record is stored as given otherwise (timestamps are the caller's). */
 int store_vm_put(StoreTxn *t, StoreVm *vm);
+/* Rewrites only the VM record: for a caller that read vm with store_vm_get
+ * in this same transaction and changed no disk (last_seen_at, ram, cpu, the
+ * password). store_vm_put finds the same by itself, at the cost of reading
+ * the record again. */
+int store_vm_put_same_disks(StoreTxn *t, const StoreVm *vm);
 /* Removes the VM, its disks and all its sessions. -ENOENT if absent. */
 int store_vm_delete(StoreTxn *t, const char *vm_id);
 
@@ -163,6 +168,9 @@ int store_vm_sessions(StoreTxn *t, const char *vm_id, StoreSession *ret, size_t 
 typedef int (*StoreSessionFunc)(void *userdata, const StoreSession *s);
 /* after: a hash, or NULL */
 int store_session_foreach(StoreTxn *t, const uint8_t *after, StoreSessionFunc f, void *userdata);
+/* The sessions of one VM, until f returns non-zero (which is returned). */
+int store_vm_session_foreach(StoreTxn *t, const char *vm_id, StoreSessionFunc f,
+                             void *userdata);
 
 /* Distinct vm_ids that hold at least one stored session (expired or not),
  * in byte order, from the vm_sessions index: the "authorized" listing walks

@@ -423,6 +423,40 @@ static void test_vm_replace_disks(void **state) {
         assert_disk_owner(s, "d2", "");
 }
 
+/* Same disks again (a login, ram or cpu): only the VM record is rewritten,
+ * and the result is the same as a full rewrite; a size or order change
+ * still goes the full way. */
+static void test_vm_put_same_disks(void **state) {
+        Fixture *f = *state;
+        const char *ids[] = { "d1", "d2" };
+        const char *swapped[] = { "d2", "d1" };
+        char err[512];
+        StoreVm vm, out;
+        Store *s = open_default(f);
+
+        vm_make(&vm, "vm1", 2, ids);
+        assert_int_equal(put_vm(s, &vm), 0);
+        vm.ram = 4096;
+        assert_int_equal(put_vm(s, &vm), 0);
+        assert_int_equal(get_vm(s, "vm1", &out), 0);
+        assert_int_equal(out.ram, 4096);
+        assert_disk_ids(&out, 2, ids);
+        assert_disk_owner(s, "d1", "vm1");
+        assert_disk_owner(s, "d2", "vm1");
+        assert_int_equal(stats(s).disks, 2);
+
+        vm.disks[0].size = 777;         /* a size: the disks table follows */
+        assert_int_equal(put_vm(s, &vm), 0);
+        assert_int_equal(get_vm(s, "vm1", &out), 0);
+        assert_int_equal(out.disks[0].size, 777);
+
+        vm_make(&vm, "vm1", 2, swapped); /* the order is part of the record */
+        assert_int_equal(put_vm(s, &vm), 0);
+        assert_int_equal(get_vm(s, "vm1", &out), 0);
+        assert_disk_ids(&out, 2, swapped);
+        assert_int_equal(store_verify(s, err, sizeof(err), NULL), 0);
+}
+
 static void test_auto_ids(void **state) {
         Fixture *f = *state;
         const char *held[] = { "vm1-disk1" };
@@ -1216,6 +1250,7 @@ int main(int argc, char **argv) {
                 T(test_newer_schema_refused),
                 T(test_vm_put_get),
                 T(test_vm_replace_disks),
+                T(test_vm_put_same_disks),
                 T(test_auto_ids),
                 T(test_conflict_changes_nothing),
                 T(test_delete_cascades),
