@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -88,7 +89,72 @@ static void format_peer(const struct sockaddr *sa, char *buf, size_t len) {
                 snprintf(buf, len, "unix");
 }
 
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
+static void on_io(Conn *c, uint32_t revents);
+
+/* All connections share one epoll instance of their own, which is a single
+ * source of the sd-event loop: one wake-up handles every ready connection
+ * (up to CONN_BATCH), where a source per connection would cost an
+ * epoll_wait and the loop's bookkeeping per ready connection. */
+#define CONN_BATCH 256
+
+static int on_conns_ready(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+        struct epoll_event ev[CONN_BATCH];
+        int n;
+
+        n = epoll_wait(fd, ev, CONN_BATCH, 0);
+        if (n <= 0)
+                return 0;
+        /* handling one may close another that is later in this batch */
+        for (int i = 0; i < n; i++)
+                conn_ref(ev[i].data.ptr);
+        for (int i = 0; i < n; i++) {
+                Conn *c = ev[i].data.ptr;
+                if (!c->dead)
+                        on_io(c, ev[i].events);
+        }
+        for (int i = 0; i < n; i++)
+                conn_unref(ev[i].data.ptr);
+        (void) m;
+        return 0;
+}
+
+static int conn_epoll_setup(Manager *m) {
+        int r;
+
+        if (m->conn_epoll_source)
+                return 0;
+        int fd = epoll_create1(EPOLL_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        r = sd_event_add_io(m->event, &m->conn_epoll_source, fd, EPOLLIN, on_conns_ready, m);
+        if (r < 0) {
+                (void) close(fd);
+                return r;
+        }
+        (void) sd_event_source_set_io_fd_own(m->conn_epoll_source, true);
+        return 0;
+}
+
+void conn_epoll_done(Manager *m) {
+        m->conn_epoll_source = sd_event_source_disable_unref(m->conn_epoll_source);
+}
+
+static int conn_epoll_ctl(Conn *c, int op, uint32_t events) {
+        struct epoll_event ev = { .events = events, .data.ptr = c };
+        int fd = sd_event_source_get_io_fd(c->manager->conn_epoll_source);
+
+        return epoll_ctl(fd, op, c->fd, &ev) < 0 ? -errno : 0;
+}
+
+int conn_steal_fd(Conn *c) {
+        int fd = c->fd;
+
+        if (fd >= 0)
+                (void) conn_epoll_ctl(c, EPOLL_CTL_DEL, 0);
+        c->fd = -1;
+        return fd;
+}
 
 int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, socklen_t salen,
              Conn **ret) {
@@ -116,7 +182,9 @@ int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, sockl
                 return -ENOMEM;
         }
         c->io_events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-        r = sd_event_add_io(m->event, &c->io, fd, c->io_events, on_io, c);
+        r = conn_epoll_setup(m);
+        if (r >= 0)
+                r = conn_epoll_ctl(c, EPOLL_CTL_ADD, c->io_events);
         if (r < 0) {
                 sessions_peer_unref(m->sessions, c->peer);
                 free(c);
@@ -181,7 +249,8 @@ void conn_close(Conn *c, const char *reason) {
                 (void) sessions_detach(m->sessions, c);
                 client_session_left(m, hash, vm_id);
         }
-        c->io = sd_event_source_disable_unref(c->io);
+        if (c->fd >= 0)
+                (void) conn_epoll_ctl(c, EPOLL_CTL_DEL, 0);
         if (c->fd >= 0)
                 (void) close(c->fd);
         c->fd = -1;
@@ -410,7 +479,7 @@ static void conn_set_events(Conn *c, uint32_t ev) {
         bool rearm = ((ev & EPOLLIN) && c->in_undrained) || ((ev & EPOLLOUT) && c->out_ready);
         if (ev == c->io_events && !rearm)
                 return;
-        if (sd_event_source_set_io_events(c->io, ev) >= 0)
+        if (conn_epoll_ctl(c, EPOLL_CTL_MOD, ev) >= 0)
                 c->io_events = ev;
 }
 
@@ -618,8 +687,7 @@ static int conn_read(Conn *c) {
         return 0;
 }
 
-static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Conn *c = userdata;
+static void on_io(Conn *c, uint32_t revents) {
         int r;
 
         conn_ref(c);
@@ -648,7 +716,6 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         conn_process(c);
 out:
         conn_unref(c);
-        return 0;
 }
 
 void conn_request_done(Conn *c) {

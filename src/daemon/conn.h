@@ -36,7 +36,6 @@ struct Conn {
         uint64_t id;
         ConnKind kind;
         int fd;
-        sd_event_source *io;
         Peer *peer;
         char peer_str[64];              /* "address:port" */
         int64_t since_ms;
@@ -116,6 +115,10 @@ void conn_kick(Conn *c);
 size_t conn_unsent(Conn *c);
 /* Try to send queued output now (no input processing); for notifications. */
 void conn_send_soon(Conn *c);
+/* Take the socket away from c (before conn_close), for a last word. */
+int conn_steal_fd(Conn *c);
+/* Close the connections' epoll instance (at exit, after the last conn). */
+void conn_epoll_done(Manager *m);
 /* Free the buffers kept for reuse (at exit). */
 void conn_pools_free(void);
 /* Take the oldest descriptor sent with the message being dispatched (a

@@ -337,9 +337,7 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
                                            "Connection from %s refused: over %" PRIu64
                                            " connections from that address", c->peer_str,
                                            m->config.max_connections_per_peer);
-                        c->io = sd_event_source_disable_unref(c->io);
-                        int cfd = c->fd;
-                        c->fd = -1;
+                        int cfd = conn_steal_fd(c);
                         conn_close(c, "limit");
                         reject(cfd, "too many connections from this address; retry later");
                         continue;

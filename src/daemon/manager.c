@@ -153,6 +153,7 @@ Manager *manager_free(Manager *m) {
         free(m->listeners);
         while (m->conns)
                 conn_close(m->conns, "shutdown");
+        conn_epoll_done(m);
         /* finish queued writes (their done() may touch sessions) */
         m->jobs = jobs_free(m->jobs);
         m->sweep_timer = sd_event_source_disable_unref(m->sweep_timer);

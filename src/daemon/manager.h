@@ -29,6 +29,7 @@ typedef struct Manager {
         size_t n_listeners;
 
         Conn *conns;            /* all connections, newest first */
+        sd_event_source *conn_epoll_source;     /* their epoll instance (conn.c) */
         Conn *watchers;         /* events.watch connections */
         sd_event_source *close_later_source;
         bool admin_gid_valid;
