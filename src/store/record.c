@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -168,8 +169,51 @@ static bool key_is(const msgpack_object *k, const char *name) {
         return k->type == MSGPACK_OBJECT_STR && streq_n(k->via.str.ptr, k->via.str.size, name);
 }
 
-static void unpacked_destroyp(msgpack_unpacked *u) {
-        msgpack_unpacked_destroy(u);
+/* Records are decoded in a zone kept per thread and cleared after each
+ * record: a fresh zone would cost an 8 KiB allocation per record read. */
+#define RECORD_ZONE_CHUNK 4096
+
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+static bool zone_key_ok;
+
+static void zone_destroy(void *z) {
+        msgpack_zone_free(z);
+}
+
+static void zone_key_init(void) {
+        zone_key_ok = pthread_key_create(&zone_key, zone_destroy) == 0;
+}
+
+typedef struct RecordZone {
+        msgpack_zone *zone;
+        bool kept;              /* the thread's zone: cleared, not freed */
+} RecordZone;
+
+static int record_zone_get(RecordZone *rz) {
+        (void) pthread_once(&zone_once, zone_key_init);
+        rz->kept = false;
+        rz->zone = zone_key_ok ? pthread_getspecific(zone_key) : NULL;
+        if (rz->zone) {
+                rz->kept = true;
+                return 0;
+        }
+        rz->zone = msgpack_zone_new(RECORD_ZONE_CHUNK);
+        if (!rz->zone)
+                return -ENOMEM;
+        if (zone_key_ok && pthread_setspecific(zone_key, rz->zone) == 0)
+                rz->kept = true;
+        return 0;
+}
+
+static void record_zone_release(RecordZone *rz) {
+        if (!rz->zone)
+                return;
+        if (rz->kept)
+                msgpack_zone_clear(rz->zone);
+        else
+                msgpack_zone_free(rz->zone);
+        rz->zone = NULL;
 }
 
 static int decode_str(const msgpack_object *o, char *dst, size_t size, size_t min) {
@@ -293,8 +337,8 @@ static int decode_fields(const msgpack_object_map *m, const Field *fields, size_
 }
 
 /* Pre-scans and unpacks exactly one map filling buf, and checks its "v". */
-static int record_unpack(const uint8_t *buf, size_t len, unsigned max_depth, msgpack_unpacked *u,
-                         const msgpack_object_map **ret_map) {
+static int record_unpack(const uint8_t *buf, size_t len, unsigned max_depth, RecordZone *rz,
+                         msgpack_object *obj, const msgpack_object_map **ret_map) {
         const msgpack_object_map *m;
         const msgpack_object *version = NULL;
         MpScan scan;
@@ -305,13 +349,15 @@ static int record_unpack(const uint8_t *buf, size_t len, unsigned max_depth, msg
         mpscan_init(&scan, len, max_depth);
         if (mpscan_feed(&scan, buf, len, &n) != MPSCAN_COMPLETE || n != len)
                 return -EBADMSG;
-        if (msgpack_unpack_next(u, (const char *) buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
-            off != len)
+        if (record_zone_get(rz) < 0)
+                return -ENOMEM;
+        if (msgpack_unpack((const char *) buf, len, &off, rz->zone, obj) !=
+            MSGPACK_UNPACK_SUCCESS || off != len)
                 return -EBADMSG;
-        if (u->data.type != MSGPACK_OBJECT_MAP)
+        if (obj->type != MSGPACK_OBJECT_MAP)
                 return -EBADMSG;
 
-        m = &u->data.via.map;
+        m = &obj->via.map;
         for (uint32_t i = 0; i < m->size; i++)
                 if (key_is(&m->ptr[i].key, "v")) {
                         if (version)
@@ -327,7 +373,8 @@ static int record_unpack(const uint8_t *buf, size_t len, unsigned max_depth, msg
 }
 
 int record_vm_decode(const uint8_t *buf, size_t len, StoreVm *ret) {
-        _cleanup_(unpacked_destroyp) msgpack_unpacked u;
+        _cleanup_(record_zone_release) RecordZone rz = { 0 };
+        msgpack_object obj;
         const msgpack_object_map *m;
         StoreVm vm;             /* 5 KiB: only the part in use is cleared and copied */
         const Field fields[] = {
@@ -345,10 +392,9 @@ int record_vm_decode(const uint8_t *buf, size_t len, StoreVm *ret) {
         int r;
 
         memset(&vm, 0, offsetof(StoreVm, disks));
-        msgpack_unpacked_init(&u);
         if (!ret)
                 return -EINVAL;
-        r = record_unpack(buf, len, RECORD_VM_DEPTH, &u, &m);
+        r = record_unpack(buf, len, RECORD_VM_DEPTH, &rz, &obj, &m);
         if (r < 0)
                 return r;
         r = decode_fields(m, fields, ELEMENTSOF(fields));
@@ -360,7 +406,8 @@ int record_vm_decode(const uint8_t *buf, size_t len, StoreVm *ret) {
 
 int record_session_decode(const uint8_t *buf, size_t len, const uint8_t hash[STORE_HASH_BYTES],
                           StoreSession *ret) {
-        _cleanup_(unpacked_destroyp) msgpack_unpacked u;
+        _cleanup_(record_zone_release) RecordZone rz = { 0 };
+        msgpack_object obj;
         const msgpack_object_map *m;
         StoreSession s = { 0 };
         const Field fields[] = {
@@ -371,10 +418,9 @@ int record_session_decode(const uint8_t *buf, size_t len, const uint8_t hash[STO
         };
         int r;
 
-        msgpack_unpacked_init(&u);
         if (!ret || !hash)
                 return -EINVAL;
-        r = record_unpack(buf, len, RECORD_FLAT_DEPTH, &u, &m);
+        r = record_unpack(buf, len, RECORD_FLAT_DEPTH, &rz, &obj, &m);
         if (r < 0)
                 return r;
         r = decode_fields(m, fields, ELEMENTSOF(fields));
@@ -387,7 +433,8 @@ int record_session_decode(const uint8_t *buf, size_t len, const uint8_t hash[STO
 
 int record_disk_decode(const uint8_t *buf, size_t len, char ret_vm_id[VMM_VM_ID_MAX + 1],
                        uint64_t *ret_size) {
-        _cleanup_(unpacked_destroyp) msgpack_unpacked u;
+        _cleanup_(record_zone_release) RecordZone rz = { 0 };
+        msgpack_object obj;
         const msgpack_object_map *m;
         char vm_id[VMM_VM_ID_MAX + 1];
         uint64_t size = 0;
@@ -398,10 +445,9 @@ int record_disk_decode(const uint8_t *buf, size_t len, char ret_vm_id[VMM_VM_ID_
         };
         int r;
 
-        msgpack_unpacked_init(&u);
         if (!ret_vm_id || !ret_size)
                 return -EINVAL;
-        r = record_unpack(buf, len, RECORD_FLAT_DEPTH, &u, &m);
+        r = record_unpack(buf, len, RECORD_FLAT_DEPTH, &rz, &obj, &m);
         if (r < 0)
                 return r;
         r = decode_fields(m, fields, ELEMENTSOF(fields));
