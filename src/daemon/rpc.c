@@ -11,12 +11,15 @@
 #include "shared/macro.h"
 #include "shared/secret.h"
 
+#define REQUEST_ZONE_CHUNK 896
+
 static Request *request_free(Request *r) {
         if (!r)
                 return NULL;
         if (r->state_free)
                 r->state_free(r->state);
-        msgpack_unpacked_destroy(&r->unpacked);
+        if (r->zone)
+                msgpack_zone_free(r->zone);
         free(r->params);
         free(r->bytes);
         if (r->conn)
@@ -142,9 +145,12 @@ void rpc_dispatch(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff) 
         }
         req->manager = m;
         req->conn = conn_ref(c);
-        msgpack_unpacked_init(&req->unpacked);
+        /* a small first chunk: requests are small, and a chunk this size
+         * comes from malloc's per-thread cache (msgpack-c's default 8 KiB
+         * does not) */
+        req->zone = msgpack_zone_new(REQUEST_ZONE_CHUNK);
         req->bytes = malloc(len);
-        if (!req->bytes) {
+        if (!req->bytes || !req->zone) {
                 (void) conn_reply_error(c, 0, VMM_E_INTERNAL, "out of memory");
                 conn_close_after_flush(c, "error");
                 request_free(req);
@@ -153,14 +159,14 @@ void rpc_dispatch(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff) 
         memcpy(req->bytes, bytes, len);
 
         size_t off = 0;
-        if (msgpack_unpack_next(&req->unpacked, (const char *) req->bytes, len, &off) !=
-            MSGPACK_UNPACK_SUCCESS) {
+        if (msgpack_unpack((const char *) req->bytes, len, &off, req->zone, &req->obj) !=
+            MSGPACK_UNPACK_SUCCESS || off != len) {
                 (void) conn_reply_error(c, 0, VMM_E_BAD_REQUEST, "malformed MessagePack");
                 conn_close_after_flush(c, "error");
                 request_free(req);
                 return;
         }
-        o = &req->unpacked.data;
+        o = &req->obj;
 
         /* A notification from a client is ignored. */
         if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 3 &&

@@ -24,7 +24,8 @@ struct Request {
         uint32_t msgid;
         const Method *method;
         uint8_t *bytes;                 /* the message; msgpack objects point into it */
-        msgpack_unpacked unpacked;
+        msgpack_zone *zone;             /* the decoded request lives here */
+        msgpack_object obj;
         void *params;                   /* method->params_size bytes */
         ParamStr token;
 
