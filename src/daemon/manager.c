@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "listen.h"
 #include "log.h"
+#include "methods.h"
 #include "manager.h"
 #include "rpc.h"
 #include "shared/macro.h"
@@ -171,6 +172,7 @@ Manager *manager_free(Manager *m) {
         config_done(&m->config);
         free(m);
         conn_pools_free();
+        client_vm_cache_free();
         return NULL;
 }
 

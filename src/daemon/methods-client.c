@@ -77,8 +77,9 @@ static bool vm_authorized(Manager *m, StoreTxn *t, const char *vm_id) {
 
 /* authorized: 1 or 0 when the caller knows (a VM reading its own record
  * holds a valid session), -1 to look the VM's sessions up. */
-static int pack_vm_known(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
-                         int authorized) {
+/* The record's part of a VM as answered: the map header and the stored
+ * fields (connected and authorized follow: pack_vm_status). */
+static int pack_vm_fields(msgpack_packer *pk, const StoreVm *vm) {
         if (msgpack_pack_map(pk, 9) || mp_kv_str(pk, "vm_id", vm->vm_id))
                 return -ENOMEM;
         if (vm->described) {
@@ -98,11 +99,22 @@ static int pack_vm_known(Manager *m, StoreTxn *t, msgpack_packer *pk, const Stor
         if (vm->last_seen_at < 0 ? mp_kv_nil(pk, "last_seen_at")
                                  : mp_kv_i64(pk, "last_seen_at", vm->last_seen_at))
                 return -ENOMEM;
-        if (mp_kv_bool(pk, "connected", sessions_vm_connected(m->sessions, vm->vm_id)) ||
+        return 0;
+}
+
+static int pack_vm_status(Manager *m, StoreTxn *t, msgpack_packer *pk, const char *vm_id,
+                          int authorized) {
+        if (mp_kv_bool(pk, "connected", sessions_vm_connected(m->sessions, vm_id)) ||
             mp_kv_bool(pk, "authorized",
-                       authorized >= 0 ? authorized > 0 : vm_authorized(m, t, vm->vm_id)))
+                       authorized >= 0 ? authorized > 0 : vm_authorized(m, t, vm_id)))
                 return -ENOMEM;
         return 0;
+}
+
+static int pack_vm_known(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
+                         int authorized) {
+        int q = pack_vm_fields(pk, vm);
+        return q < 0 ? q : pack_vm_status(m, t, pk, vm->vm_id, authorized);
 }
 
 static int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm) {
@@ -1025,14 +1037,51 @@ static int method_vm_update(Request *r) {
 
 /* ---- vm.get ---- */
 
+/* vm.get answers, by VM: a VM's record changes far less often than an
+ * agent reads it. An entry holds the stored bytes of a record and the packed
+ * answer made from them; it is used only when the stored bytes are still
+ * exactly these (the answer is a function of them), so it is never stale.
+ * Direct-mapped, small records only, loop thread only, allocated on first
+ * use (VM_CACHE_SLOTS * about 1 KiB). */
+#define VM_CACHE_SLOTS 1024
+#define VM_CACHE_BYTES 448
+
+typedef struct VmCacheEntry {
+        char vm_id[VMM_VM_ID_MAX + 1];
+        uint16_t rec_len, out_len;
+        uint8_t rec[VM_CACHE_BYTES];
+        uint8_t out[VM_CACHE_BYTES];
+} VmCacheEntry;
+
+static VmCacheEntry *vm_cache;
+
+static VmCacheEntry *vm_cache_slot(const char *vm_id) {
+        uint32_t h = 2166136261u;
+        for (const char *p = vm_id; *p; p++)
+                h = (h ^ (uint8_t) *p) * 16777619u;
+        if (!vm_cache) {
+                vm_cache = calloc(VM_CACHE_SLOTS, sizeof *vm_cache);
+                if (!vm_cache)
+                        return NULL;
+        }
+        return &vm_cache[h % VM_CACHE_SLOTS];
+}
+
+void client_vm_cache_free(void) {
+        free(vm_cache);
+        vm_cache = NULL;
+}
+
 static int method_vm_get(Request *r) {
-        /* the hottest method: no allocation for the record (the loop thread
-         * is the only caller, and nothing keeps the record past the reply) */
+        /* the hottest method: no allocation (the loop thread is the only
+         * caller, and nothing keeps the record past the reply) */
         static StoreVm vm_scratch;
         static msgpack_sbuffer sb;      /* kept: its memory is reused */
         StoreVm *vm = &vm_scratch;
         StoreTxn *t = NULL;
         msgpack_packer pk;
+        const void *rec;
+        size_t rec_len;
         int q;
 
         sb.size = 0;
@@ -1040,12 +1089,33 @@ static int method_vm_get(Request *r) {
         /* one read transaction for the record and its answer; the caller's
          * own VM is authorized: the request's session was just checked */
         q = store_read_begin(r->manager->store, &t);
+        if (q < 0)
+                return q;
+        q = store_vm_get_raw(t, r->vm_id, &rec, &rec_len);
         if (q >= 0) {
-                q = store_vm_get(t, r->vm_id, vm);
-                if (q >= 0)
-                        q = pack_vm_known(r->manager, t, &pk, vm, 1);
-                store_read_end(t);
+                VmCacheEntry *e = vm_cache_slot(r->vm_id);
+                if (e && e->rec_len == rec_len && strcmp(e->vm_id, r->vm_id) == 0 &&
+                    memcmp(e->rec, rec, rec_len) == 0)
+                        q = msgpack_sbuffer_write(&sb, (const char *) e->out, e->out_len) < 0 ?
+                                -ENOMEM : 0;
+                else {
+                        q = store_vm_get(t, r->vm_id, vm);
+                        if (q >= 0)
+                                q = pack_vm_fields(&pk, vm);
+                        if (q >= 0 && e && rec_len <= VM_CACHE_BYTES &&
+                            sb.size <= VM_CACHE_BYTES) {
+                                snprintf(e->vm_id, sizeof e->vm_id, "%s", r->vm_id);
+                                memcpy(e->rec, rec, rec_len);
+                                e->rec_len = (uint16_t) rec_len;
+                                memcpy(e->out, sb.data, sb.size);
+                                e->out_len = (uint16_t) sb.size;
+                        } else if (e)
+                                e->rec_len = 0;
+                }
         }
+        if (q >= 0)
+                q = pack_vm_status(r->manager, t, &pk, r->vm_id, 1);
+        store_read_end(t);
         if (q == -ENOENT)
                 rpc_reply_error(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", r->vm_id);
         else if (q < 0)

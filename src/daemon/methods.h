@@ -26,6 +26,8 @@ extern const size_t n_disk_list_fields;
 void pstr_copy(char *dst, size_t cap, const ParamStr *s);
 void free_state(void *p);
 void reply_vm(Request *r, const StoreVm *vm);
+/* Free vm.get's answer cache (at exit). */
+void client_vm_cache_free(void);
 int method_vm_list(Request *r);
 int method_disk_list(Request *r);
 /* Ends sessions of vm_id beyond `keep` (oldest first), or every session but

@@ -726,6 +726,22 @@ int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret) {
         return 0;
 }
 
+int store_vm_get_raw(StoreTxn *t, const char *vm_id, const void **ret, size_t *ret_len) {
+        MDB_val k, v;
+        int r;
+
+        assert(t && ret && ret_len);
+        if (!key_ok(vm_id, VMM_VM_ID_MAX))
+                return -ENOENT;
+        k = val_str(vm_id);
+        r = store_errno(mdb_get(t->txn, t->store->dbi_vms, &k, &v));
+        if (r < 0)
+                return r;
+        *ret = v.mv_data;
+        *ret_len = v.mv_size;
+        return 0;
+}
+
 int store_disk_get(StoreTxn *t, const char *disk_id, char ret_vm_id[VMM_VM_ID_MAX + 1],
                    uint64_t *ret_size) {
         MDB_val k, v;

@@ -131,6 +131,9 @@ int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret);
  * another VM: -EBUSY, nothing written (all checks precede the first write).
  * Disks of the previous record that are not in the new one are removed.
  * The record is stored as given otherwise (timestamps are the caller's). */
+/* The stored bytes of a VM record, valid until t ends (for a cache that
+ * compares them with bytes it decoded before). -ENOENT if absent. */
+int store_vm_get_raw(StoreTxn *t, const char *vm_id, const void **ret, size_t *ret_len);
 int store_vm_put(StoreTxn *t, StoreVm *vm);
 /* Rewrites only the VM record: for a caller that read vm with store_vm_get
  * in this same transaction and changed no disk (last_seen_at, ram, cpu, the

@@ -311,6 +311,33 @@ def test_vm_add_fields_mandatory(daemon, missing):
 # reached through the admin socket: test_admin.py.
 
 
+def test_vm_get_never_stale(daemon):
+    """vm.get answers from a cache of packed records: every change of the
+    record (ram, disks, last_seen_at by another login, an admin's password)
+    and of the live fields (connected) shows in the next vm.get."""
+    c = daemon.login('vm1')
+    first = c.ok('vm.get')
+    assert c.ok('vm.get') == first
+    for i in range(1, 21):
+        c.ok('vm.update', {'ram': 1000 + i})
+        assert c.ok('vm.get')['ram'] == 1000 + i
+    c.ok('vm.update', {'disks': [{'id': 'nd1', 'size': 5}]})
+    assert c.ok('vm.get')['disks'] == [{'id': 'nd1', 'size': 5}]
+    before = c.ok('vm.get')['last_seen_at']
+    time.sleep(0.01)
+    other = daemon.login('vm1', register=False)      # a second login: last_seen_at moves
+    after = c.ok('vm.get')
+    assert after['last_seen_at'] > before, (before, after)
+    other.close()
+    # token-only use from a fresh connection: same record, its own live fields
+    t = daemon.client()
+    got = t.ok('vm.get', {'token': c.token})
+    assert got['ram'] == 1020 and got['disks'] == [{'id': 'nd1', 'size': 5}]
+    assert got['connected'] is True          # c is still attached
+    c.close()
+    t.close()
+
+
 # ---------------------------------------------------------------- vm.update
 
 def test_vm_update_needs_a_field(daemon):
