@@ -98,7 +98,6 @@ static void on_io(Conn *c, uint32_t revents);
 #define CONN_BATCH 256
 
 static int on_conns_ready(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        Manager *m = userdata;
         struct epoll_event ev[CONN_BATCH];
         int n;
 
@@ -115,7 +114,6 @@ static int on_conns_ready(sd_event_source *s, int fd, uint32_t revents, void *us
         }
         for (int i = 0; i < n; i++)
                 conn_unref(ev[i].data.ptr);
-        (void) m;
         return 0;
 }
 
