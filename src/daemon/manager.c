@@ -460,8 +460,28 @@ static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
-int manager_start(Manager *m) {
+int manager_open_store(Manager *m) {
         char err[512] = "";
+        int r;
+
+        StoreOptions so = {
+                .dir = m->state_dir,
+                .map_size_max = m->config.map_size_max,
+        };
+        r = store_open(&so, &m->store, err, sizeof err);
+        if (r < 0)
+                return log_error_errno(r, "Cannot open the database in %s: %s", m->state_dir,
+                                       err[0] ? err : strerror(-r));
+        store_hash_key(m->store, m->hash_key);
+
+        r = jobs_new(m->event, m->store, (unsigned) m->config.hash_workers, &m->jobs);
+        if (r < 0)
+                return log_error_errno(r, "Cannot start worker threads: %s", strerror(-r));
+        client_methods_init(m);
+        return 0;
+}
+
+int manager_start(Manager *m) {
         int r;
 
         /* Block the signals sd-event handles before any thread is created:
@@ -488,20 +508,9 @@ int manager_start(Manager *m) {
                 return log_error_errno(r, "Cannot create state directory %s: %s", m->state_dir,
                                        strerror(-r));
 
-        StoreOptions so = {
-                .dir = m->state_dir,
-                .map_size_max = m->config.map_size_max,
-        };
-        r = store_open(&so, &m->store, err, sizeof err);
+        r = manager_open_store(m);
         if (r < 0)
-                return log_error_errno(r, "Cannot open the database in %s: %s", m->state_dir,
-                                       err[0] ? err : strerror(-r));
-        store_hash_key(m->store, m->hash_key);
-
-        r = jobs_new(m->event, m->store, (unsigned) m->config.hash_workers, &m->jobs);
-        if (r < 0)
-                return log_error_errno(r, "Cannot start worker threads: %s", strerror(-r));
-        client_methods_init(m);
+                return r;
 
         r = manager_listen(m);
         if (r < 0)

@@ -58,6 +58,8 @@ typedef struct Manager {
 int manager_new(Manager **ret, Config *config);   /* takes over *config */
 Manager *manager_free(Manager *m);
 int manager_start(Manager *m);                    /* store, listeners, timers */
+/* The database (state_dir set), the worker threads, the method tables. */
+int manager_open_store(Manager *m);
 int manager_run(Manager *m);
 /* Begin a clean stop: no new connections, answer what was received. */
 void manager_begin_shutdown(Manager *m, const char *why);

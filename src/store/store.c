@@ -707,25 +707,6 @@ static int vm_decode_checked(const MDB_val *k, const MDB_val *v, StoreVm *ret) {
         return val_eq(k, ret->vm_id, strlen(ret->vm_id)) ? 0 : -EBADMSG;
 }
 
-int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret) {
-        MDB_val k, v;
-        StoreVm vm;
-        int r;
-
-        assert(t && ret);
-        if (!key_ok(vm_id, VMM_VM_ID_MAX))
-                return -ENOENT;
-        k = val_str(vm_id);
-        r = store_errno(mdb_get(t->txn, t->store->dbi_vms, &k, &v));
-        if (r < 0)
-                return r;
-        r = vm_decode_checked(&k, &v, &vm);
-        if (r < 0)
-                return r;
-        store_vm_copy(ret, &vm);
-        return 0;
-}
-
 int store_vm_get_raw(StoreTxn *t, const char *vm_id, const void **ret, size_t *ret_len) {
         MDB_val k, v;
         int r;
@@ -739,6 +720,25 @@ int store_vm_get_raw(StoreTxn *t, const char *vm_id, const void **ret, size_t *r
                 return r;
         *ret = v.mv_data;
         *ret_len = v.mv_size;
+        return 0;
+}
+
+int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret) {
+        const void *data;
+        MDB_val k, v;
+        StoreVm vm;
+        int r;
+
+        assert(t && ret);
+        r = store_vm_get_raw(t, vm_id, &data, &v.mv_size);
+        if (r < 0)
+                return r;
+        v.mv_data = (void *) data;
+        k = val_str(vm_id);
+        r = vm_decode_checked(&k, &v, &vm);
+        if (r < 0)
+                return r;
+        store_vm_copy(ret, &vm);
         return 0;
 }
 
