@@ -92,3 +92,60 @@ VmmError vmm_error_from_string(const char *s, size_t len);
 #define VMM_M_EVENTS_WATCH   "events.watch"
 #define VMM_M_BACKUP         "backup"
 #define VMM_M_SHUTDOWN       "shutdown"
+/* Asks the daemon to read its configuration file again (vmadm reload, the
+ * unit's ExecReload=): {} when the new settings apply, bad_request with
+ * "FILE:LINE: message" when the file is refused and the old settings stay. */
+#define VMM_M_RELOAD         "reload"
+
+/* Part 2: people, groups, bookings, requests, monitoring (both sockets
+ * unless the contract says otherwise). */
+#define VMM_M_USER_AUTH       "user.auth"
+#define VMM_M_WHOAMI          "whoami"
+#define VMM_M_USER_CREATE     "user.create"
+#define VMM_M_USER_GET        "user.get"
+#define VMM_M_USER_LIST       "user.list"
+#define VMM_M_USER_SET        "user.set"
+#define VMM_M_USER_DELETE     "user.delete"
+#define VMM_M_VM_SET          "vm.set"
+#define VMM_M_VM_APPROVE      "vm.approve"
+#define VMM_M_VM_SUSPEND      "vm.suspend"
+#define VMM_M_VM_REPORT       "vm.report"
+#define VMM_M_VM_MONITOR      "vm.monitor"
+#define VMM_M_GROUP_CREATE    "group.create"
+#define VMM_M_GROUP_GET       "group.get"
+#define VMM_M_GROUP_LIST      "group.list"
+#define VMM_M_GROUP_RENAME    "group.rename"
+#define VMM_M_GROUP_ADD       "group.add"
+#define VMM_M_GROUP_REMOVE    "group.remove"
+#define VMM_M_GROUP_DELETE    "group.delete"
+#define VMM_M_BOOKING_CREATE  "booking.create"
+#define VMM_M_BOOKING_RENEW   "booking.renew"
+#define VMM_M_BOOKING_CANCEL  "booking.cancel"
+#define VMM_M_BOOKING_GET     "booking.get"
+#define VMM_M_BOOKING_LIST    "booking.list"
+#define VMM_M_BOOKING_HISTORY "booking.history"
+#define VMM_M_OS_CREATE       "os.create"
+#define VMM_M_OS_LIST         "os.list"
+#define VMM_M_OS_DELETE       "os.delete"
+#define VMM_M_REQUEST_CREATE  "request.create"
+#define VMM_M_REQUEST_LIST    "request.list"
+#define VMM_M_REQUEST_APPROVE "request.approve"
+#define VMM_M_REQUEST_REJECT  "request.reject"
+#define VMM_M_REQUEST_CANCEL  "request.cancel"
+
+/* Part 2 limits (defaults; the wire contract) */
+#define VMM_USER_NAME_MAX          64
+#define VMM_GROUP_NAME_MAX         64
+#define VMM_OS_NAME_MAX            64
+#define VMM_HOSTNAME_MAX           253
+#define VMM_IP_MAX                 16
+#define VMM_DESCRIPTION_MAX        4096
+#define VMM_VM_IDS_MAX             1000
+#define VMM_REQUEST_COUNT_MAX      16
+#define VMM_BOOKING_MAX_HOURS      168
+#define VMM_BOOKINGS_PER_USER      16
+#define VMM_BOOKING_WARN_MINUTES   15
+#define VMM_HEARTBEAT_TIMEOUT_S    60
+#define VMM_EVENT_HISTORY          100000
+#define VMM_REGISTRATIONS_PER_MIN  10
+#define VMM_HASHES_PER_PEER        4
