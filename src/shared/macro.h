@@ -41,3 +41,10 @@ static inline bool streq_n(const char *a, size_t alen, const char *b) {
         size_t blen = strlen(b);
         return alen == blen && memcmp(a, b, blen) == 0;
 }
+
+/* Copy a string into a fixed array, cut to fit (never unterminated). */
+static inline void str_copy(char *dst, size_t size, const char *src) {
+        size_t n = strnlen(src, size - 1);
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+}

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Declarative request parameters and the validators behind them (see params.h). */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -94,6 +95,71 @@ bool valid_token(const char *s, size_t len) {
         return true;
 }
 
+bool valid_user_name(const char *s, size_t len) {
+        if (!s || len < 1 || len > VMM_USER_NAME_MAX || !is_alnum(s[0]))
+                return false;
+        for (size_t i = 1; i < len; i++)
+                if (!is_alnum(s[i]) && !strchr("._@+-", s[i]))
+                        return false;
+        return true;
+}
+
+/* A control character starting at s[i] (C0, DEL, or a C1 code point as
+ * UTF-8 0xc2 0x80..0x9f); the string is valid UTF-8. */
+static bool is_control_at(const char *str, size_t len, size_t i) {
+        const uint8_t *s = (const uint8_t *) str;
+        return s[i] < 0x20 || s[i] == 0x7f ||
+               (s[i] == 0xc2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f);
+}
+
+bool valid_text_line(const char *s, size_t len) {
+        if (!valid_utf8(s, len))
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (is_control_at(s, len, i))
+                        return false;
+        return true;
+}
+
+bool valid_text(const char *s, size_t len) {
+        if (!valid_utf8(s, len))
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (s[i] != '\t' && s[i] != '\n' && is_control_at(s, len, i))
+                        return false;
+        return true;
+}
+
+bool valid_hostname(const char *s, size_t len) {
+        size_t label = 0;
+
+        if (!s || len < 1 || len > VMM_HOSTNAME_MAX)
+                return false;
+        for (size_t i = 0; i <= len; i++) {
+                if (i == len || s[i] == '.') {
+                        if (label == 0 || label > 63 || s[i - 1] == '-')
+                                return false;
+                        label = 0;
+                        continue;
+                }
+                if (!is_alnum(s[i]) && (s[i] != '-' || label == 0))
+                        return false;
+                label++;
+        }
+        return true;
+}
+
+bool valid_ip(const char *s, size_t len) {
+        char buf[INET6_ADDRSTRLEN + 1];
+        uint8_t addr[16];
+
+        if (!s || len < 2 || len >= sizeof buf)
+                return false;
+        memcpy(buf, s, len);
+        buf[len] = '\0';
+        return inet_pton(memchr(s, ':', len) ? AF_INET6 : AF_INET, buf, addr) == 1;
+}
+
 _printf_(3, 4)
 static int fail(ParamError *err, VmmError code, const char *fmt, ...) {
         va_list ap;
@@ -145,6 +211,16 @@ static int parse_uint(const msgpack_object *o, const char *name, uint64_t min, u
 }
 
 static const char *check_rule(bool (*check)(const char *, size_t)) {
+        if (check == valid_user_name)
+                return "expected 1..64 characters of [A-Za-z0-9._@+-], first a letter or digit";
+        if (check == valid_text_line)
+                return "expected text without control characters";
+        if (check == valid_text)
+                return "expected text without control characters but tab and newline";
+        if (check == valid_hostname)
+                return "expected a host name (RFC 1123 labels, at most 253 bytes)";
+        if (check == valid_ip)
+                return "expected an IPv4 or IPv6 address";
         if (check == valid_vm_id)
                 return "expected 1..48 characters of [A-Za-z0-9._-], first a letter or digit";
         if (check == valid_disk_id)
@@ -280,7 +356,7 @@ static int check_disk_ids(const msgpack_object *arr, ParamError *err) {
                         const msgpack_object *k = &o->via.map.ptr[j].key;
                         if (streq_n(k->via.str.ptr, k->via.str.size, "id")) {
                                 const msgpack_object *v = &o->via.map.ptr[j].val;
-                                ids[m++] = (ParamStr) { true, v->via.str.ptr, v->via.str.size };
+                                ids[m++] = (ParamStr) { .set = true, .ptr = v->via.str.ptr, .len = v->via.str.size };
                         }
                 }
         }
@@ -342,16 +418,65 @@ static void fields_zero(void *out, const ParamField *fields, size_t n_fields) {
                 case PARAM_DISKS:
                         memset(field_ptr(out, f), 0, sizeof(ParamDisks));
                         break;
+                case PARAM_BOOL:
+                        memset(field_ptr(out, f), 0, sizeof(ParamBool));
+                        break;
+                case PARAM_STRS:
+                case PARAM_UINTS:
+                        memset(field_ptr(out, f), 0, sizeof(ParamList));
+                        break;
+                case PARAM_ANY:
+                        memset(field_ptr(out, f), 0, sizeof(ParamAny));
+                        break;
                 default:
                         break;
                 }
         }
 }
 
+/* Returns 0, <0 with *err, or 1 when the list is only too long (*big). */
+static int parse_list(const ParamField *f, const msgpack_object *v, ParamList *ret,
+                      ParamError *err, ParamError *big) {
+        char name[NAME_MAX_LEN + 16];
+
+        if (v->type != MSGPACK_OBJECT_ARRAY)
+                return fail(err, VMM_E_BAD_REQUEST, "%s: expected a list", f->name);
+        uint32_t n = v->via.array.size;
+        for (uint32_t i = 0; i < n; i++) {
+                const msgpack_object *o = &v->via.array.ptr[i];
+                uint64_t u;
+                ParamStr str;
+                int r;
+
+                (void) snprintf(name, sizeof name, "%s[%" PRIu32 "]", f->name, i);
+                if (f->type == PARAM_STRS)
+                        r = parse_str(o, name, f->min, f->max, f->check, f->choices, &str, err);
+                else
+                        r = parse_uint(o, name, f->min, f->max, &u, err);
+                if (r < 0)
+                        return r;
+        }
+        if (f->max_items && n > f->max_items) {
+                (void) fail(big, VMM_E_TOO_LARGE, "%s: at most %" PRIu32 " items (got %" PRIu32
+                            ")", f->name, f->max_items, n);
+                return 1;
+        }
+        *ret = (ParamList) { .set = true, .n = n, .items = v->via.array.ptr };
+        return 0;
+}
+
 static int parse_field(const ParamField *f, const msgpack_object *v, void *out, ParamError *err,
                        ParamError *big) {
         int r;
 
+        if (f->nullable && v->type == MSGPACK_OBJECT_NIL &&
+            (f->type == PARAM_STR || f->type == PARAM_UINT || f->type == PARAM_STRS)) {
+                bool *set = field_ptr(out, f), *nil = set + 1;
+                /* set and nil lead each of ParamStr, ParamUint and ParamList */
+                *set = true;
+                *nil = true;
+                return 0;
+        }
         switch (f->type) {
         case PARAM_STR:
                 return parse_str(v, f->name, f->min, f->max, f->check, f->choices,
@@ -364,6 +489,25 @@ static int parse_field(const ParamField *f, const msgpack_object *v, void *out, 
                 u->set = true;
                 return 0;
         }
+        case PARAM_BOOL: {
+                ParamBool *b = field_ptr(out, f);
+                if (v->type != MSGPACK_OBJECT_BOOLEAN)
+                        return fail(err, VMM_E_BAD_REQUEST, "%s: expected true or false",
+                                    f->name);
+                *b = (ParamBool) { .set = true, .v = v->via.boolean };
+                return 0;
+        }
+        case PARAM_STRS:
+        case PARAM_UINTS:
+                return parse_list(f, v, field_ptr(out, f), err, big);
+        case PARAM_ANY: {
+                ParamAny *a = field_ptr(out, f);
+                char msg[160] = "invalid value";
+                if (f->check_obj && !f->check_obj(v, msg, sizeof msg))
+                        return fail(err, VMM_E_BAD_REQUEST, "%s: %s", f->name, msg);
+                *a = (ParamAny) { .set = true, .o = v };
+                return 0;
+        }
         case PARAM_DISKS:
                 return parse_disks(v, field_ptr(out, f), err, big);
         default:
@@ -374,7 +518,25 @@ static int parse_field(const ParamField *f, const msgpack_object *v, void *out, 
 
 int params_parse(const msgpack_object *params, const ParamField *fields, size_t n_fields,
                  void *out, ParamStr *ret_token, ParamError *err) {
-        bool seen[PARAMS_FIELDS_MAX] = { false }, seen_token = false;
+        return params_parse_ex(params, fields, n_fields, out, ret_token, NULL, err);
+}
+
+static bool peer_char(char c) {
+        return is_alnum(c) || c == '.' || c == ':' || c == '%';
+}
+
+static bool valid_peer(const char *s, size_t len) {
+        if (len < 1 || len > 45)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (!peer_char(s[i]))
+                        return false;
+        return true;
+}
+
+int params_parse_ex(const msgpack_object *params, const ParamField *fields, size_t n_fields,
+                    void *out, ParamStr *ret_token, ParamStr *ret_peer, ParamError *err) {
+        bool seen[PARAMS_FIELDS_MAX] = { false }, seen_token = false, seen_peer = false;
         ParamError big = { 0 };
         bool too_large = false;
         int r;
@@ -386,6 +548,8 @@ int params_parse(const msgpack_object *params, const ParamField *fields, size_t 
         fields_zero(out, fields, n_fields);
         if (ret_token)
                 *ret_token = (ParamStr) { 0 };
+        if (ret_peer)
+                *ret_peer = (ParamStr) { 0 };
 
         if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size > 1 ||
             (params->via.array.size == 1 &&
@@ -415,6 +579,18 @@ int params_parse(const msgpack_object *params, const ParamField *fields, size_t 
                                 break;
                         }
 
+                if (idx == n_fields && ret_peer && streq_n(kp, kl, "peer")) {
+                        if (seen_peer)
+                                return fail(err, VMM_E_BAD_REQUEST, "duplicate key 'peer'");
+                        seen_peer = true;
+                        r = parse_str(v, "peer", 1, 45, NULL, NULL, ret_peer, err);
+                        if (r < 0)
+                                return r;
+                        if (!valid_peer(ret_peer->ptr, ret_peer->len))
+                                return fail(err, VMM_E_BAD_REQUEST,
+                                            "peer: expected an IPv4 or IPv6 address");
+                        continue;
+                }
                 if (idx == n_fields) {
                         if (!ret_token || !streq_n(kp, kl, "token"))
                                 return fail(err, VMM_E_BAD_REQUEST, "unknown field '%s'",
@@ -448,4 +624,69 @@ int params_parse(const msgpack_object *params, const ParamField *fields, size_t 
                 return -EINVAL;
         }
         return 0;
+}
+
+/* ---- shape checks that need no schema ---- */
+
+/* path: where o is ("vm_id", "disks[0].id"), for the message. */
+static int shape_walk(const msgpack_object *o, unsigned depth, const char *path, ParamError *err) {
+        char sub[NAME_MAX_LEN + QUOTE_MAX + 8], q[QUOTE_MAX + 8];
+
+        if (depth > 64)
+                return fail(err, VMM_E_BAD_REQUEST, "params: nested too deep");
+        switch (o->type) {
+        case MSGPACK_OBJECT_BIN:
+                return fail(err, VMM_E_BAD_REQUEST, "%s: expected a string, got binary", path);
+        case MSGPACK_OBJECT_STR:
+                if (!valid_utf8(o->via.str.ptr, o->via.str.size))
+                        return fail(err, VMM_E_BAD_REQUEST, "%s: not valid UTF-8", path);
+                return 0;
+        case MSGPACK_OBJECT_ARRAY:
+                for (uint32_t i = 0; i < o->via.array.size; i++) {
+                        (void) snprintf(sub, sizeof sub, "%s[%" PRIu32 "]", path, i);
+                        int r = shape_walk(&o->via.array.ptr[i], depth + 1, sub, err);
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        case MSGPACK_OBJECT_MAP: {
+                const msgpack_object_map *m = &o->via.map;
+                for (uint32_t i = 0; i < m->size; i++) {
+                        const msgpack_object *k = &m->ptr[i].key;
+                        int r = check_key(k, path, err);
+                        if (r < 0)
+                                return r;
+                        quote(q, sizeof q, k->via.str.ptr, k->via.str.size);
+                        /* small maps: the quadratic check costs less than sorting */
+                        for (uint32_t j = 0; j < i; j++) {
+                                const msgpack_object *kj = &m->ptr[j].key;
+                                if (kj->via.str.size == k->via.str.size &&
+                                    memcmp(kj->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                                        return depth == 1 ? fail(err, VMM_E_BAD_REQUEST,
+                                                                 "duplicate key '%s'", q)
+                                                          : fail(err, VMM_E_BAD_REQUEST,
+                                                                 "duplicate key '%s.%s'", path, q);
+                        }
+                        if (depth == 1)
+                                (void) snprintf(sub, sizeof sub, "%s", q);
+                        else
+                                (void) snprintf(sub, sizeof sub, "%s.%s", path, q);
+                        r = shape_walk(&m->ptr[i].val, depth + 1, sub, err);
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+        default:
+                return 0;
+        }
+}
+
+int params_shape_check(const msgpack_object *params, ParamError *err) {
+        if (params->type != MSGPACK_OBJECT_ARRAY || params->via.array.size > 1 ||
+            (params->via.array.size == 1 &&
+             params->via.array.ptr[0].type != MSGPACK_OBJECT_MAP))
+                return fail(err, VMM_E_BAD_REQUEST,
+                            "params must be [] or [{...}] (one map of named arguments)");
+        return shape_walk(params, 0, "params", err);
 }

@@ -15,14 +15,37 @@
  * msgpack zone of the request). */
 typedef struct ParamStr {
         bool set;
+        bool nil;         /* given as nil (fields with .nullable) */
         const char *ptr;
         size_t len;
 } ParamStr;
 
 typedef struct ParamUint {
         bool set;
+        bool nil;         /* given as nil (fields with .nullable) */
         uint64_t v;
 } ParamUint;
+
+typedef struct ParamBool {
+        bool set;
+        bool v;
+} ParamBool;
+
+/* A list whose items were each checked (PARAM_STRS: strings as the field's
+ * min/max/check say; PARAM_UINTS: integers in min..max); the items stay in
+ * the request's decoded message. */
+typedef struct ParamList {
+        bool set;
+        bool nil;
+        uint32_t n;
+        const msgpack_object *items;
+} ParamList;
+
+/* Any value that the field's check_obj accepted. */
+typedef struct ParamAny {
+        bool set;
+        const msgpack_object *o;
+} ParamAny;
 
 typedef struct ParamDisk {
         ParamStr id;      /* id.set false: the daemon assigns <vm_id>-disk<N> */
@@ -40,6 +63,10 @@ typedef enum ParamType {
         PARAM_UINT,       /* ParamUint; min/max are the value range */
         PARAM_DISKS,      /* ParamDisks: array of {"id"?, "size"} maps, 0..VMM_MAX_DISKS */
         PARAM_FD_MARKER,  /* reserved for the admin socket (backup); never filled here */
+        PARAM_BOOL,       /* ParamBool */
+        PARAM_STRS,       /* ParamList of strings; item lengths min..max, max_items */
+        PARAM_UINTS,      /* ParamList of integers in min..max, max_items */
+        PARAM_ANY,        /* ParamAny; check_obj decides */
         _PARAM_TYPE_MAX,
         _PARAM_TYPE_INVALID = -1,
 } ParamType;
@@ -59,6 +86,12 @@ typedef struct ParamField {
          * For PARAM_STR with a fixed set of values, see choices. */
         bool (*check)(const char *s, size_t len);
         const char *const *choices;   /* NULL-terminated; the value must be one of these */
+        /* (part 2) lists: at most this many items, more is too_large */
+        uint32_t max_items;
+        /* nil is accepted (PARAM_STR, PARAM_UINT, PARAM_STRS): .nil set */
+        bool nullable;
+        /* PARAM_ANY: returns false with msg filled when o is not acceptable */
+        bool (*check_obj)(const msgpack_object *o, char *msg, size_t msglen);
 } ParamField;
 
 typedef struct ParamError {
@@ -81,6 +114,16 @@ typedef struct ParamError {
  * VMM_E_INTERNAL when a large disk list could not be checked). */
 int params_parse(const msgpack_object *params, const ParamField *fields, size_t n_fields,
                  void *out, ParamStr *ret_token, ParamError *err);
+/* The same; ret_peer (may be NULL) also allows the key "peer" (a trusted
+ * proxy's client address: 1..45 bytes of an IP address's characters). */
+int params_parse_ex(const msgpack_object *params, const ParamField *fields, size_t n_fields,
+                    void *out, ParamStr *ret_token, ParamStr *ret_peer, ParamError *err);
+
+/* The shape errors that need no schema, for any request before its method
+ * is looked up: params [] or [{...}]; in every map, at any depth, keys that
+ * are valid UTF-8 strings and none twice; every string valid UTF-8; no bin
+ * (nothing in the protocol is binary). 0 or -EINVAL with *err (bad_request). */
+int params_shape_check(const msgpack_object *params, ParamError *err);
 
 /* Validators (also used by tools) */
 bool valid_utf8(const char *s, size_t len);
@@ -89,3 +132,14 @@ bool valid_id(const char *s, size_t len, size_t max);
 bool valid_vm_id(const char *s, size_t len);     /* valid_id(.., VMM_VM_ID_MAX) */
 bool valid_disk_id(const char *s, size_t len);   /* valid_id(.., VMM_DISK_ID_MAX) */
 bool valid_token(const char *s, size_t len);     /* 43 chars [A-Za-z0-9_-] */
+/* 1..64 bytes of [A-Za-z0-9._@+-], first a letter or digit */
+bool valid_user_name(const char *s, size_t len);
+/* UTF-8 without control characters (C0, DEL, C1) */
+bool valid_text_line(const char *s, size_t len);
+/* text without control characters but tab and newline */
+bool valid_text(const char *s, size_t len);
+/* an RFC 1123 host name: labels of 1..63 [A-Za-z0-9-], not starting or
+ * ending with '-', separated by '.', at most 253 bytes */
+bool valid_hostname(const char *s, size_t len);
+/* a textual IPv4 or IPv6 address */
+bool valid_ip(const char *s, size_t len);
