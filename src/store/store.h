@@ -1,32 +1,26 @@
 /* SPDX-License-Identifier: MIT */
-/* The inventory on disk. This module is the only code that includes
- * <lmdb.h> (record.c is pure codec); callers see negative errno values:
+/* Layer L0 (src/store): the inventory on disk, behind an interface that
+ * names no LMDB type and no LMDB-only behaviour (a second backend can sit
+ * behind it). Callers see negative errno values:
  *   -ENOENT  no such record            -EEXIST  record exists
- *   -EBUSY   a disk id belongs to another VM (conflict)
- *   -ENOSPC  map full (MDB_MAP_FULL; grow, or at its maximum), or disk full
- *            (unavailable)
- *   -EPROTO  database written by a newer schema version; also
- *            MDB_VERSION_MISMATCH (file of an incompatible LMDB)
- *   -EBADMSG a stored record does not decode; also MDB_INVALID (not an LMDB
- *            file), MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INCOMPATIBLE
- *   -EAGAIN  MDB_READERS_FULL; or the map was grown by another process and a
- *            read txn could not adopt the new size without waiting (retry)
- *   -EINVAL  a bad argument to a write: vm_id not 1..VMM_VM_ID_MAX bytes, more
- *            than VMM_MAX_DISKS disks, a disk id over VMM_DISK_ID_MAX, the same
- *            explicit disk id twice in one record, a write on a read txn, an
- *            `after` longer than LMDB's key limit (511)
+ *   -EBUSY   a disk id belongs to another VM (conflict; see StoreConflict)
+ *   -ENOSPC  storage full (the map at its maximum, or the disk) (unavailable)
+ *   -EPROTO  database written by a newer schema version, or a file of an
+ *            incompatible storage library version
+ *   -EBADMSG a stored record does not decode, or the file is not a database
+ *            of ours, or is damaged
+ *   -EAGAIN  storage busy (too many readers; retry)
+ *   -EINVAL  a bad argument to a write (an id out of range, more than
+ *            VMM_MAX_DISKS disks, the same explicit disk id twice in one
+ *            record, a write on a read txn, an `after` no key can exceed)
  *   -ENOMEM  allocation
- *   -EIO     anything else from LMDB (positive errno values from LMDB are
- *            passed on negated)
+ *   -EIO     anything else
  * Lookups with an id that cannot exist (empty, too long) are -ENOENT.
- * Nothing here logs above debug.
+ * Nothing here logs: the daemon logs once, where it decides.
  *
- * Locking: every transaction holds the read side of a rwlock in Store, from
- * begin to its end (a top-level write txn until its commit/abort); store_grow
- * takes the write side, so it waits for every open txn of every thread, and
- * must not be called by a thread that holds a txn. The rwlock prefers readers
- * (a thread may hold several read txns). Read txn handles are reset and
- * reused (up to 8 kept). */
+ * Threads: read transactions on any thread, many at once, each short (one
+ * request); writes on one thread at a time, through store_write_batch (one
+ * durable commit for many requests) or store_write_begin. */
 #pragma once
 
 #include <stdatomic.h>
@@ -37,10 +31,30 @@
 
 #include "vmm/protocol.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_PWHASH_MAX 128       /* = SECRET_PWHASH_MAX */
 #define STORE_HASH_BYTES 32        /* = SECRET_HASH_BYTES */
-#define STORE_DB_FILE "vmmd.mdb"   /* inside the state directory (MDB_NOSUBDIR) */
+#define STORE_DB_FILE "vmmd.mdb"   /* inside the state directory */
+#define STORE_NAME_MAX VMM_USER_NAME_MAX
+#define STORE_IP_LEN 46            /* INET6_ADDRSTRLEN */
+#define STORE_TEXT_MAX 1024        /* OS iso/qcow2 paths, rejection reasons */
+
+typedef enum StoreRole {
+        STORE_ROLE_NONE = 0,
+        STORE_ROLE_VIEWER,
+        STORE_ROLE_USER,
+        STORE_ROLE_ADMIN,
+        _STORE_ROLE_MAX,
+        _STORE_ROLE_INVALID = -1,
+} StoreRole;
+
+typedef enum StoreAccess {
+        STORE_ACCESS_ACTIVE = 0,
+        STORE_ACCESS_PENDING,
+        STORE_ACCESS_SUSPENDED,
+        _STORE_ACCESS_MAX,
+        _STORE_ACCESS_INVALID = -1,
+} StoreAccess;
 
 typedef struct StoreDisk {
         char id[VMM_DISK_ID_MAX + 1];   /* "" on input to store_vm_put: assign one */
@@ -56,8 +70,20 @@ typedef struct StoreVm {
         int64_t registered_at;          /* ms */
         int64_t updated_at;             /* ms */
         int64_t last_seen_at;           /* ms; -1 = never */
+        /* part 2 (record version 2; a version 1 record reads as the defaults) */
+        char hostname[VMM_HOSTNAME_MAX + 1];    /* "" = nil */
+        uint32_t n_ip;
+        char ip[VMM_IP_MAX][STORE_IP_LEN];
+        bool has_os;
+        char os_name[VMM_OS_NAME_MAX + 1];
+        char os_version[VMM_OS_NAME_MAX + 1];
+        char owner[STORE_NAME_MAX + 1];         /* "" = nil */
+        uint64_t group;                         /* 0 = in no group */
+        uint8_t access;                         /* StoreAccess */
+        bool requested;                 /* created from a request, never logged in */
+        int64_t free_since;             /* end of its last booking, or creation */
         uint32_t n_disks;
-        StoreDisk disks[VMM_MAX_DISKS]; /* in the order given */
+        StoreDisk disks[VMM_MAX_DISKS]; /* in the order given; last member */
 } StoreVm;
 
 /* Copies the header and the disks in use (a StoreVm is mostly unused disk
@@ -66,17 +92,98 @@ static inline void store_vm_copy(StoreVm *dst, const StoreVm *src) {
         memcpy(dst, src, offsetof(StoreVm, disks) + src->n_disks * sizeof(StoreDisk));
 }
 
+/* A session belongs to a VM (vm_id set) or to a user (user set). */
 typedef struct StoreSession {
         uint8_t hash[STORE_HASH_BYTES]; /* keyed hash of the token: the key */
         char vm_id[VMM_VM_ID_MAX + 1];
+        char user[STORE_NAME_MAX + 1];
         int64_t created_at;             /* ms */
         int64_t expires_at;             /* ms */
 } StoreSession;
 
+typedef struct StoreUser {
+        char name[STORE_NAME_MAX + 1];
+        uint8_t role;                   /* StoreRole */
+        char pwhash[STORE_PWHASH_MAX];
+        int64_t created_at;
+        int64_t last_login_at;          /* -1 = never */
+} StoreUser;
+
+typedef struct StoreGroup {
+        uint64_t id;
+        char name[VMM_GROUP_NAME_MAX + 1];
+        int64_t created_at;
+} StoreGroup;
+
+typedef struct StoreBooking {
+        char vm_id[VMM_VM_ID_MAX + 1];
+        char user[STORE_NAME_MAX + 1];
+        int64_t started_at;
+        int64_t expires_at;
+        bool warned;                    /* booking.expiring sent for this expires_at */
+} StoreBooking;
+
+typedef enum StoreHistoryAction {
+        STORE_HISTORY_BOOK = 0,
+        STORE_HISTORY_RENEW,
+        STORE_HISTORY_CANCEL,
+        STORE_HISTORY_EXPIRE,
+        STORE_HISTORY_END,
+        _STORE_HISTORY_MAX,
+        _STORE_HISTORY_INVALID = -1,
+} StoreHistoryAction;
+
+typedef struct StoreHistory {
+        uint64_t feed;                  /* the feed position of its event: the key */
+        int64_t time;
+        char vm_id[VMM_VM_ID_MAX + 1];
+        char user[STORE_NAME_MAX + 1];
+        uint8_t action;                 /* StoreHistoryAction */
+        int64_t expires_at;             /* -1 = nil */
+        char by[STORE_NAME_MAX + 1];    /* who did it; "" = the holder or the timer */
+} StoreHistory;
+
+typedef struct StoreOs {
+        uint64_t id;
+        char name[VMM_OS_NAME_MAX + 1];
+        char version[VMM_OS_NAME_MAX + 1];
+        char iso[STORE_TEXT_MAX + 1];           /* "" = nil */
+        char qcow2[STORE_TEXT_MAX + 1];         /* "" = nil */
+        char description[VMM_DESCRIPTION_MAX + 1];
+} StoreOs;
+
+typedef enum StoreRequestState {
+        STORE_REQUEST_PENDING = 0,
+        STORE_REQUEST_APPROVED,
+        STORE_REQUEST_REJECTED,
+        STORE_REQUEST_CANCELLED,
+        _STORE_REQUEST_STATE_MAX,
+        _STORE_REQUEST_STATE_INVALID = -1,
+} StoreRequestState;
+
+typedef struct StoreRequest {
+        uint64_t id;
+        char requester[STORE_NAME_MAX + 1];
+        char description[VMM_DESCRIPTION_MAX + 1];
+        uint32_t ram, cpu;
+        uint32_t n_disks;
+        uint64_t disks[VMM_MAX_DISKS];          /* sizes, GiB */
+        uint64_t os_id;                         /* 0 = nil */
+        uint32_t count;
+        uint8_t state;                          /* StoreRequestState */
+        int64_t created_at;
+        int64_t decided_at;                     /* -1 = nil */
+        char decided_by[STORE_NAME_MAX + 1];
+        char reason[STORE_TEXT_MAX + 1];
+        uint32_t n_vm_ids;
+        char vm_ids[VMM_REQUEST_COUNT_MAX][VMM_VM_ID_MAX + 1];
+} StoreRequest;
+
 typedef struct StoreStats {
-        uint64_t vms, disks, sessions;
-        uint64_t size_bytes;            /* bytes in use (last page * page size) */
-        uint64_t map_size_bytes;
+        uint64_t vms, disks, sessions, users, groups, bookings, os, requests;
+        uint64_t feed_last, feed_oldest;        /* positions; 0 = the feed is empty */
+        uint64_t size_bytes;                    /* bytes in use */
+        uint64_t map_size_bytes;                /* bytes it may use before growing */
 } StoreStats;
 
 typedef struct StoreOptions {
@@ -84,18 +191,30 @@ typedef struct StoreOptions {
         uint64_t map_size_initial;      /* 0: 16 MiB */
         uint64_t map_size_max;          /* 0: 16 GiB */
         unsigned max_readers;           /* 0: 126 */
+        uint64_t event_history;         /* feed events kept; 0: VMM_EVENT_HISTORY */
+        bool no_sync;                   /* commits are not durable (fuzzing only) */
+        bool read_only;                 /* look, never write (no creation, no upgrade) */
 } StoreOptions;
+
+/* What a -EBUSY from store_vm_put was about. */
+typedef struct StoreConflict {
+        char disk_id[VMM_DISK_ID_MAX + 1];
+        char vm_id[VMM_VM_ID_MAX + 1];          /* the VM that holds it */
+} StoreConflict;
 
 typedef struct Store Store;
 typedef struct StoreTxn StoreTxn;
 
-/* Opens (creating on first start) the environment and the named databases
- * meta, vms, disks, vm_disks (DUPSORT), sessions, vm_sessions (DUPSORT);
- * records the schema version and creation time, and creates the token hash
- * key on first start. Runs mdb_reader_check(). On failure fills errbuf with a
- * sentence for the operator (e.g. "database schema version 7 is newer than
- * this vmmd supports (1)"). */
-int store_open(const StoreOptions *opts, Store **ret, char *errbuf, size_t errlen);
+/* ---- environment and transactions (env.c) ---- */
+
+/* Opens (creating on first start) the database in opts->dir; records the
+ * schema version and creation time, and creates the token hash key on first
+ * start. A database of schema version 1 is upgraded in one transaction. On
+ * failure fills errbuf with a sentence for the operator (e.g. "database
+ * schema version 7 is newer than this vmmd supports (2)"). ret_upgraded (may
+ * be NULL): the schema version it was upgraded from, 0 if none. */
+int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, char *errbuf,
+               size_t errlen);
 Store *store_close(Store *s);   /* accepts NULL, returns NULL */
 
 const char *store_path(Store *s);                 /* path of the database file */
@@ -107,40 +226,50 @@ int64_t store_created_at(Store *s);               /* ms */
 int store_read_begin(Store *s, StoreTxn **ret);
 void store_read_end(StoreTxn *t);                 /* accepts NULL */
 
-/* Write transactions: only one thread (the writer) uses these. */
+/* A write transaction (one writer thread at a time). store_commit is durable
+ * for a top-level txn: on stable storage before it returns. */
 int store_write_begin(Store *s, StoreTxn **ret);
-/* A nested transaction: one request inside a group commit. */
+/* A savepoint inside a write transaction: one request of a group commit. */
 int store_child_begin(StoreTxn *parent, StoreTxn **ret);
-/* Commit (durable for a top-level txn: fsynced before return; a child txn
- * commits into its parent). t is freed whatever the result; on failure
- * nothing of it is applied. On a read txn: the same as store_read_end. */
+/* t is freed whatever the result; on failure nothing of it is applied. On a
+ * read txn: the same as store_read_end. */
 int store_commit(StoreTxn *t);
 void store_abort(StoreTxn *t);                    /* accepts NULL; frees t; read txn too */
-/* Grow the map (doubling, capped at map_size_max). Call only from the writer
- * thread with no write txn open; waits for open read transactions to end.
- * -ENOSPC when already at the maximum. */
-int store_grow(Store *s);
 
-/* VMs */
+/* Group commit: runs f(items[i], txn) for each item in a savepoint of one
+ * transaction and commits once, durably. results[i] gets each item's return
+ * (an item that fails changes nothing; the others still commit). When
+ * storage fills up, the store makes room (grows) and runs the batch again
+ * (so f must start from what the transaction shows); an item that cannot fit
+ * even then gets -ENOSPC. When one transaction cannot hold the whole batch,
+ * it is committed in parts. Returns the number of commits, or a negative
+ * errno when nothing could be committed (results[] then all < 0). */
+typedef int (*StoreBatchFunc)(void *item, StoreTxn *t);
+int store_write_batch(Store *s, void *const *items, size_t n, StoreBatchFunc f, int *results);
+
+int store_stats(StoreTxn *t, StoreStats *ret);
+
+/* ---- VMs and disks (vms.c) ---- */
+
 int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret);
-/* Inserts or replaces vm (keyed by vm_id), its disks table entries and the
- * vm_disks index. Disks whose id is "" get "<vm_id>-disk<N>", the lowest
- * N >= 1 not used by another VM's disk nor by another disk of this record
- * (the VM's own previous disks are free); the ids chosen are written into
- * vm->disks (only on success; on failure vm is untouched). A disk id held by
- * another VM: -EBUSY, nothing written (all checks precede the first write).
- * Disks of the previous record that are not in the new one are removed.
- * The record is stored as given otherwise (timestamps are the caller's). */
 /* The stored bytes of a VM record, valid until t ends (for a cache that
  * compares them with bytes it decoded before). -ENOENT if absent. */
 int store_vm_get_raw(StoreTxn *t, const char *vm_id, const void **ret, size_t *ret_len);
-int store_vm_put(StoreTxn *t, StoreVm *vm);
+/* Inserts or replaces vm (keyed by vm_id), its disks and their index. Disks
+ * whose id is "" get "<vm_id>-disk<N>", the lowest N >= 1 not used by
+ * another VM's disk nor by another disk of this record (the VM's own previous
+ * disks are free); the ids chosen are written into vm->disks (only on
+ * success). A disk id held by another VM: -EBUSY, nothing written, and
+ * *ret_conflict (may be NULL) names the disk and its VM. Disks of the
+ * previous record that are not in the new one are removed. The group index
+ * follows vm->group. The record is stored as given otherwise (timestamps are
+ * the caller's). */
+int store_vm_put(StoreTxn *t, StoreVm *vm, StoreConflict *ret_conflict);
 /* Rewrites only the VM record: for a caller that read vm with store_vm_get
- * in this same transaction and changed no disk (last_seen_at, ram, cpu, the
- * password). store_vm_put finds the same by itself, at the cost of reading
- * the record again. */
+ * in this same transaction and changed neither disks nor group. */
 int store_vm_put_same_disks(StoreTxn *t, const StoreVm *vm);
-/* Removes the VM, its disks and all its sessions. -ENOENT if absent. */
+/* Removes the VM, its disks, its sessions and its group membership (not its
+ * booking: the caller ends that first). -ENOENT if absent. */
 int store_vm_delete(StoreTxn *t, const char *vm_id);
 
 /* Callbacks return 0 to go on, > 0 to stop (returned by foreach), < 0 error
@@ -157,48 +286,129 @@ int store_disk_foreach(StoreTxn *t, const char *after, StoreDiskFunc f, void *us
 int store_disk_get(StoreTxn *t, const char *disk_id, char ret_vm_id[VMM_VM_ID_MAX + 1],
                    uint64_t *ret_size);
 
-/* Sessions */
-/* Insert or replace; a replaced session of another VM moves to this VM's
- * index. The VM need not exist (the caller checks). */
+/* ---- sessions (sessions.c) ---- */
+
+/* Insert or replace (a replaced session moves between owners' indexes and
+ * its expiry index entry follows expires_at). The owner need not exist (the
+ * caller checks). */
 int store_session_put(StoreTxn *t, const StoreSession *s);
 int store_session_get(StoreTxn *t, const uint8_t hash[STORE_HASH_BYTES], StoreSession *ret);
 int store_session_delete(StoreTxn *t, const uint8_t hash[STORE_HASH_BYTES]); /* -ENOENT */
-/* All sessions of a VM (by hash order); at most max, *ret_n set to the
- * number stored (and -E2BIG if there were more than max, ret[0..max) filled).
- * An index entry without its session record: -EBADMSG. */
-int store_vm_sessions(StoreTxn *t, const char *vm_id, StoreSession *ret, size_t max,
-                      size_t *ret_n);
 typedef int (*StoreSessionFunc)(void *userdata, const StoreSession *s);
-/* after: a hash, or NULL */
+/* Every session, by hash; after: a hash, or NULL. */
 int store_session_foreach(StoreTxn *t, const uint8_t *after, StoreSessionFunc f, void *userdata);
-/* The sessions of one VM, until f returns non-zero (which is returned). */
-int store_vm_session_foreach(StoreTxn *t, const char *vm_id, StoreSessionFunc f,
-                             void *userdata);
-
+/* The sessions of one VM (vm_id) or one user (user; vm_id NULL), by hash. */
+int store_owner_session_foreach(StoreTxn *t, const char *vm_id, const char *user,
+                                StoreSessionFunc f, void *userdata);
+/* Sessions by expiry time, soonest first, while expires_at <= until. */
+int store_session_expiry_foreach(StoreTxn *t, int64_t until, StoreSessionFunc f,
+                                 void *userdata);
 /* Distinct vm_ids that hold at least one stored session (expired or not),
- * in byte order, from the vm_sessions index: the "authorized" listing walks
- * this instead of every VM. */
-typedef int (*StoreVmIdFunc)(void *userdata, const char *vm_id);
-int store_session_vm_foreach(StoreTxn *t, const char *after, StoreVmIdFunc f, void *userdata);
+ * in byte order: the "authorized" listing walks this instead of every VM. */
+typedef int (*StoreIdFunc)(void *userdata, const char *id);
+int store_session_vm_foreach(StoreTxn *t, const char *after, StoreIdFunc f, void *userdata);
 
-int store_stats(StoreTxn *t, StoreStats *ret);
+/* ---- users (users.c) ---- */
+
+int store_user_get(StoreTxn *t, const char *name, StoreUser *ret);
+int store_user_put(StoreTxn *t, const StoreUser *u);
+/* Removes the user and its sessions (not its bookings: the caller ends
+ * them first). -ENOENT if absent. */
+int store_user_delete(StoreTxn *t, const char *name);
+typedef int (*StoreUserFunc)(void *userdata, const StoreUser *u);
+int store_user_foreach(StoreTxn *t, const char *after, StoreUserFunc f, void *userdata);
+
+/* ---- groups (groups.c) ---- */
+
+int store_group_get(StoreTxn *t, uint64_t id, StoreGroup *ret);
+/* -EEXIST when another group has that name. */
+int store_group_find(StoreTxn *t, const char *name, uint64_t *ret_id);
+/* A new group (its id the next never used); fills g->id. -EEXIST for a
+ * taken name. */
+int store_group_create(StoreTxn *t, StoreGroup *g);
+/* Rename; -EEXIST for a name another group holds. */
+int store_group_put(StoreTxn *t, const StoreGroup *g);
+/* Removes the group; its VMs stay, without a group. */
+int store_group_delete(StoreTxn *t, uint64_t id);
+typedef int (*StoreGroupFunc)(void *userdata, const StoreGroup *g);
+int store_group_foreach(StoreTxn *t, uint64_t after, StoreGroupFunc f, void *userdata);
+/* The VMs of a group, by vm_id. */
+int store_group_vm_foreach(StoreTxn *t, uint64_t id, StoreIdFunc f, void *userdata);
+
+/* ---- bookings and their history (bookings.c) ---- */
+
+int store_booking_get(StoreTxn *t, const char *vm_id, StoreBooking *ret);
+/* Insert or replace; the expiry and user indexes follow. */
+int store_booking_put(StoreTxn *t, const StoreBooking *b);
+int store_booking_delete(StoreTxn *t, const char *vm_id);   /* -ENOENT */
+typedef int (*StoreBookingFunc)(void *userdata, const StoreBooking *b);
+int store_booking_foreach(StoreTxn *t, const char *after, StoreBookingFunc f, void *userdata);
+int store_user_booking_foreach(StoreTxn *t, const char *user, const char *after,
+                               StoreBookingFunc f, void *userdata);
+size_t store_user_booking_count(StoreTxn *t, const char *user);
+/* Bookings by expires_at, soonest first, while expires_at <= until. */
+int store_booking_expiry_foreach(StoreTxn *t, int64_t until, StoreBookingFunc f,
+                                 void *userdata);
+/* The soonest expires_at of any booking; -ENOENT when there is none. */
+int store_booking_next_expiry(StoreTxn *t, int64_t *ret);
+
+int store_history_add(StoreTxn *t, const StoreHistory *h);
+typedef int (*StoreHistoryFunc)(void *userdata, const StoreHistory *h);
+/* Newest first, entries with feed < before (0: from the newest); of one user
+ * and/or one VM (NULL: any). */
+int store_history_foreach(StoreTxn *t, const char *user, const char *vm_id, uint64_t before,
+                          StoreHistoryFunc f, void *userdata);
+
+/* ---- the durable event feed (feed.c) ---- */
+
+/* Appends an event (MessagePack bytes, opaque here) at the next position,
+ * without gaps for the life of the database; drops the oldest beyond the
+ * configured history. *ret_pos: its position. */
+int store_feed_append(StoreTxn *t, const void *data, size_t len, uint64_t *ret_pos);
+/* Last and oldest kept positions (0, 0 when empty). */
+int store_feed_bounds(StoreTxn *t, uint64_t *ret_last, uint64_t *ret_oldest);
+typedef int (*StoreFeedFunc)(void *userdata, uint64_t pos, const void *data, size_t len);
+/* Events with position > after, in order. */
+int store_feed_foreach(StoreTxn *t, uint64_t after, StoreFeedFunc f, void *userdata);
+
+/* ---- OS catalog and VM requests (catalog.c) ---- */
+
+int store_os_create(StoreTxn *t, StoreOs *os);          /* fills os->id */
+int store_os_get(StoreTxn *t, uint64_t id, StoreOs *ret);
+int store_os_delete(StoreTxn *t, uint64_t id);
+typedef int (*StoreOsFunc)(void *userdata, const StoreOs *os);
+int store_os_foreach(StoreTxn *t, StoreOsFunc f, void *userdata);
+
+int store_request_create(StoreTxn *t, StoreRequest *rq);    /* fills rq->id */
+int store_request_get(StoreTxn *t, uint64_t id, StoreRequest *ret);
+int store_request_put(StoreTxn *t, const StoreRequest *rq);
+typedef int (*StoreRequestFunc)(void *userdata, const StoreRequest *rq);
+int store_request_foreach(StoreTxn *t, uint64_t after, StoreRequestFunc f, void *userdata);
+
+/* ---- backup (backup.c) ---- */
 
 /* Writes a consistent, compacted copy of the database to fd: a file, a pipe
- * or a socket (any thread; takes a read transaction, so writers go on).
- * *ret_bytes: bytes written. Returns -ECANCELED soon after *cancel (may be
- * NULL) becomes true, even when nobody reads the other end of fd. */
+ * or a socket (any thread). The copy is made to a temporary file in the
+ * state directory first, so storage is held only while that local copy is
+ * taken, never while a slow reader drains fd. A regular file is fsynced
+ * before this returns. *ret_bytes: bytes written. Returns -ECANCELED soon
+ * after *cancel (may be NULL) becomes true, even when nobody reads fd. */
 int store_backup(Store *s, int fd, uint64_t *ret_bytes, const atomic_bool *cancel);
 
-/* Consistency check (verify.c), in one read transaction: every record decodes
- * and matches its key, the disks table and the vm_disks and vm_sessions
- * indexes agree with the VM and session records both ways, and meta holds a
- * supported schema version. 0: consistent; -EBADMSG: problems found, the
- * first ones in errbuf (one per line, as many as fit); other negative errno:
- * the walk itself failed (errbuf says why). ret (may be NULL) gets the counts
- * seen so far either way. */
+/* ---- consistency check (verify.c) ---- */
+
+/* In one read transaction: every record decodes and matches its key, every
+ * table and its indexes agree both ways, and meta holds a supported schema
+ * version. 0: consistent; -EBADMSG: problems found, the first ones in errbuf
+ * (one per line, as many as fit); other negative errno: the walk itself
+ * failed (errbuf says why). ret (may be NULL) gets the counts seen so far
+ * either way. */
 typedef struct StoreVerifyStats {
         uint32_t schema_version;
         uint64_t vms, disks, vm_disks, sessions, vm_sessions;   /* entries walked */
+        uint64_t user_sessions, session_expiry;
+        uint64_t users, groups, group_vms, bookings, booking_expiry, user_bookings;
+        uint64_t history, feed, os, requests;
         uint64_t problems;
 } StoreVerifyStats;
 

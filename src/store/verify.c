@@ -15,52 +15,10 @@
 
 #include "record.h"
 #include "shared/macro.h"
-#include "store-internal.h"
-#include "store.h"
+#include "verify.h"
 
-/* Room for a key shown escaped: 4 bytes per input byte, shortened. */
-#define VERIFY_SHOW_BYTES 64
-#define VERIFY_SHOW_MAX (VERIFY_SHOW_BYTES * 4 + 4)
 
-typedef struct Verify {
-        MDB_txn *txn;
-        StoreDbis dbi;
-        char *errbuf;
-        size_t errlen;
-        size_t used;            /* bytes of errbuf filled (without the NUL) */
-        bool full;              /* a problem did not fit: say no more */
-        StoreVerifyStats stats;
-} Verify;
-
-static void cursor_closep(MDB_cursor **c) {
-        if (*c)
-                mdb_cursor_close(*c);
-}
-
-/* LMDB's codes as negative errno values (as store.c maps them). */
-static int verify_errno(int rc) {
-        switch (rc) {
-        case MDB_SUCCESS:
-                return 0;
-        case MDB_NOTFOUND:
-                return -ENOENT;
-        case MDB_INVALID:
-        case MDB_CORRUPTED:
-        case MDB_PAGE_NOTFOUND:
-        case MDB_INCOMPATIBLE:
-                return -EBADMSG;
-        case MDB_VERSION_MISMATCH:
-                return -EPROTO;
-        case MDB_READERS_FULL:
-        case MDB_MAP_RESIZED:
-                return -EAGAIN;
-        default:
-                return rc > 0 ? -rc : -EIO;
-        }
-}
-
-_printf_(2, 3)
-static void verify_problem(Verify *v, const char *fmt, ...) {
+void verify_problem(Verify *v, const char *fmt, ...) {
         va_list ap;
         size_t left;
         int n;
@@ -96,7 +54,7 @@ static void verify_fatal(Verify *v, const char *fmt, ...) {
 
 /* Bytes as printable text: ASCII graphic characters as they are, others as
  * \xNN; at most VERIFY_SHOW_BYTES bytes, then "...". */
-static const char *show(const void *p, size_t n, char buf[VERIFY_SHOW_MAX]) {
+const char *show(const void *p, size_t n, char buf[VERIFY_SHOW_MAX]) {
         const uint8_t *b = p;
         size_t o = 0;
 
@@ -117,7 +75,7 @@ static const char *show(const void *p, size_t n, char buf[VERIFY_SHOW_MAX]) {
 }
 
 /* A session hash, shortened to its first 8 bytes in hex. */
-static const char *show_hash(const void *p, size_t n, char buf[VERIFY_SHOW_MAX]) {
+const char *show_hash(const void *p, size_t n, char buf[VERIFY_SHOW_MAX]) {
         const uint8_t *b = p;
         size_t o = 0;
 
@@ -133,16 +91,12 @@ static const char *show_hash(const void *p, size_t n, char buf[VERIFY_SHOW_MAX])
 
 /* A key as a NUL-terminated string of 1..max bytes without NUL; false when
  * it cannot be one. */
-static bool key_str(const MDB_val *k, char *ret, size_t max) {
+bool key_str(const MDB_val *k, char *ret, size_t max) {
         if (k->mv_size == 0 || k->mv_size > max || memchr(k->mv_data, 0, k->mv_size))
                 return false;
         memcpy(ret, k->mv_data, k->mv_size);
         ret[k->mv_size] = 0;
         return true;
-}
-
-static MDB_val val_str(const char *s) {
-        return (MDB_val) { .mv_size = strlen(s), .mv_data = (void *) s };
 }
 
 /* The VM record of vm_id, decoded: 0, -ENOENT, -EBADMSG/-EPROTO when it
@@ -151,7 +105,7 @@ static int vm_lookup(Verify *v, const char *vm_id, StoreVm *ret) {
         MDB_val k = val_str(vm_id), d;
         int r;
 
-        r = verify_errno(mdb_get(v->txn, v->dbi.vms, &k, &d));
+        r = store_errno(mdb_get(v->txn, v->dbi.vms, &k, &d));
         if (r < 0)
                 return r;
         r = record_vm_decode(d.mv_data, d.mv_size, ret);
@@ -168,7 +122,7 @@ static bool vm_has_disk(const StoreVm *vm, const char *disk_id) {
 }
 
 /* Is (key, data) in the DUPSORT database dbi? 1 yes, 0 no, < 0 error. */
-static int dup_exists(Verify *v, MDB_dbi dbi, const void *key, size_t key_len, const void *data,
+int dup_exists(Verify *v, MDB_dbi dbi, const void *key, size_t key_len, const void *data,
                       size_t data_len) {
         _cleanup_(cursor_closep) MDB_cursor *c = NULL;
         MDB_val k = { .mv_size = key_len, .mv_data = (void *) key };
@@ -177,11 +131,11 @@ static int dup_exists(Verify *v, MDB_dbi dbi, const void *key, size_t key_len, c
 
         rc = mdb_cursor_open(v->txn, dbi, &c);
         if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         rc = mdb_cursor_get(c, &k, &d, MDB_GET_BOTH);
         if (rc == MDB_NOTFOUND)
                 return 0;
-        return rc == 0 ? 1 : verify_errno(rc);
+        return rc == 0 ? 1 : store_errno(rc);
 }
 
 static int verify_meta(Verify *v) {
@@ -199,7 +153,7 @@ static int verify_meta(Verify *v) {
         if (rc == MDB_NOTFOUND)
                 verify_problem(v, "meta: no schema_version");
         else if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         else if (d.mv_size != 4)
                 verify_problem(v, "meta: schema_version has %zu bytes, not 4", d.mv_size);
         else {
@@ -220,7 +174,7 @@ static int verify_meta(Verify *v) {
                 if (rc == MDB_NOTFOUND)
                         verify_problem(v, "meta: no %s", fixed[i].key);
                 else if (rc != 0)
-                        return verify_errno(rc);
+                        return store_errno(rc);
                 else if (d.mv_size != fixed[i].size)
                         verify_problem(v, "meta: %s has %zu bytes, not %zu", fixed[i].key,
                                        d.mv_size, fixed[i].size);
@@ -253,7 +207,7 @@ static int verify_vm_disks_of(Verify *v, const StoreVm *vm) {
                         verify_problem(v, "vm %s: disk %s is not in the disks table",
                                        vm->vm_id, show(disk->id, strlen(disk->id), b));
                 else if (rc != 0)
-                        return verify_errno(rc);
+                        return store_errno(rc);
                 else if (record_disk_decode(d.mv_data, d.mv_size, owner, &size) < 0)
                         verify_problem(v, "vm %s: the disks record of %s does not decode",
                                        vm->vm_id, show(disk->id, strlen(disk->id), b));
@@ -284,7 +238,7 @@ static int verify_vms(Verify *v) {
 
         rc = mdb_cursor_open(v->txn, v->dbi.vms, &c);
         if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
                 char id[VMM_VM_ID_MAX + 1], b[VERIFY_SHOW_MAX];
@@ -307,10 +261,12 @@ static int verify_vms(Verify *v) {
                         continue;
                 }
                 r = verify_vm_disks_of(v, &vm);
+                if (r >= 0)
+                        r = verify_vm_group(v, &vm);
                 if (r < 0)
                         return r;
         }
-        return rc == MDB_NOTFOUND ? 0 : verify_errno(rc);
+        return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
 /* Checks that disk_id is listed by the record of vm_id; what names the
@@ -342,7 +298,7 @@ static int verify_disks(Verify *v) {
 
         rc = mdb_cursor_open(v->txn, v->dbi.disks, &c);
         if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
                 char id[VMM_DISK_ID_MAX + 1], owner[VMM_VM_ID_MAX + 1], b[VERIFY_SHOW_MAX];
@@ -364,7 +320,7 @@ static int verify_disks(Verify *v) {
                 if (r < 0)
                         return r;
         }
-        return rc == MDB_NOTFOUND ? 0 : verify_errno(rc);
+        return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
 static int verify_vm_disks(Verify *v) {
@@ -374,7 +330,7 @@ static int verify_vm_disks(Verify *v) {
 
         rc = mdb_cursor_open(v->txn, v->dbi.vm_disks, &c);
         if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
                 char vm_id[VMM_VM_ID_MAX + 1], id[VMM_DISK_ID_MAX + 1],
@@ -401,7 +357,7 @@ static int verify_vm_disks(Verify *v) {
                         continue;
                 }
                 if (rc != 0)
-                        return verify_errno(rc);
+                        return store_errno(rc);
                 if (record_disk_decode(dd.mv_data, dd.mv_size, owner, &size) < 0)
                         continue;   /* reported by the walk of disks */
                 if (strcmp(owner, vm_id) != 0) {
@@ -413,7 +369,7 @@ static int verify_vm_disks(Verify *v) {
                 if (r < 0)
                         return r;
         }
-        return rc == MDB_NOTFOUND ? 0 : verify_errno(rc);
+        return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
 static int verify_sessions(Verify *v) {
@@ -423,12 +379,11 @@ static int verify_sessions(Verify *v) {
 
         rc = mdb_cursor_open(v->txn, v->dbi.sessions, &c);
         if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
                 char b[VERIFY_SHOW_MAX];
                 StoreSession session;
-                MDB_val vk, vd;
 
                 v->stats.sessions++;
                 if (k.mv_size != STORE_HASH_BYTES) {
@@ -442,22 +397,11 @@ static int verify_sessions(Verify *v) {
                                        show_hash(k.mv_data, k.mv_size, b), strerror(-r));
                         continue;
                 }
-                vk = val_str(session.vm_id);
-                rc = mdb_get(v->txn, v->dbi.vms, &vk, &vd);
-                if (rc == MDB_NOTFOUND)
-                        verify_problem(v, "session %s: vm %s does not exist",
-                                       show_hash(k.mv_data, k.mv_size, b), session.vm_id);
-                else if (rc != 0)
-                        return verify_errno(rc);
-                r = dup_exists(v, v->dbi.vm_sessions, session.vm_id, strlen(session.vm_id),
-                               k.mv_data, k.mv_size);
+                r = verify_session_owner(v, &session);
                 if (r < 0)
                         return r;
-                if (r == 0)
-                        verify_problem(v, "session %s: not in the vm_sessions index of vm %s",
-                                       show_hash(k.mv_data, k.mv_size, b), session.vm_id);
         }
-        return rc == MDB_NOTFOUND ? 0 : verify_errno(rc);
+        return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
 static int verify_vm_sessions(Verify *v) {
@@ -467,7 +411,7 @@ static int verify_vm_sessions(Verify *v) {
 
         rc = mdb_cursor_open(v->txn, v->dbi.vm_sessions, &c);
         if (rc != 0)
-                return verify_errno(rc);
+                return store_errno(rc);
         for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
                 char vm_id[VMM_VM_ID_MAX + 1], b[VERIFY_SHOW_MAX];
@@ -492,7 +436,7 @@ static int verify_vm_sessions(Verify *v) {
                         continue;
                 }
                 if (rc != 0)
-                        return verify_errno(rc);
+                        return store_errno(rc);
                 r = record_session_decode(sd.mv_data, sd.mv_size, d.mv_data, &session);
                 if (r < 0)
                         continue;   /* reported by the walk of sessions */
@@ -501,7 +445,7 @@ static int verify_vm_sessions(Verify *v) {
                                        vm_id, show_hash(d.mv_data, d.mv_size, b),
                                        session.vm_id);
         }
-        return rc == MDB_NOTFOUND ? 0 : verify_errno(rc);
+        return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
 int store_verify(Store *s, char *errbuf, size_t errlen, StoreVerifyStats *ret) {
@@ -515,6 +459,17 @@ int store_verify(Store *s, char *errbuf, size_t errlen, StoreVerifyStats *ret) {
                 { "vm_disks", verify_vm_disks },
                 { "sessions", verify_sessions },
                 { "vm_sessions", verify_vm_sessions },
+                { "user_sessions", verify_user_sessions },
+                { "session_expiry", verify_session_expiry },
+                { "users", verify_users },
+                { "groups", verify_groups },
+                { "group_vms", verify_group_vms },
+                { "bookings", verify_bookings },
+                { "booking indexes", verify_booking_indexes },
+                { "history", verify_history },
+                { "feed", verify_feed },
+                { "os", verify_os },
+                { "requests", verify_requests },
         };
         Verify v = {
                 .errbuf = errbuf,
@@ -537,6 +492,9 @@ int store_verify(Store *s, char *errbuf, size_t errlen, StoreVerifyStats *ret) {
         v.txn = store_txn_mdb(t);
         store_txn_dbis(t, &v.dbi);
         for (size_t i = 0; i < ELEMENTSOF(walks); i++) {
+                /* a file of schema 1 (read as it is) has the first tables only */
+                if (v.dbi.schema < 2 && i >= 6)
+                        break;
                 r = walks[i].walk(&v);
                 if (r < 0) {
                         verify_fatal(&v, "cannot read table %s: %s", walks[i].table,

@@ -24,6 +24,30 @@
 
 #include "shared/macro.h"
 #include "store/store.h"
+#include "store/store-internal.h"
+
+
+/* The sessions of one VM, at most max (then -E2BIG), by hash order. */
+typedef struct SessionArray {
+        StoreSession *s;
+        size_t n, max;
+} SessionArray;
+
+static int session_array_add(void *userdata, const StoreSession *s) {
+        SessionArray *a = userdata;
+        if (a->n == a->max)
+                return -E2BIG;
+        a->s[a->n++] = *s;
+        return 0;
+}
+
+static int vm_sessions(StoreTxn *t, const char *vm_id, StoreSession *ret, size_t max,
+                       size_t *ret_n) {
+        SessionArray a = { ret, 0, max };
+        int r = store_owner_session_foreach(t, vm_id, NULL, session_array_add, &a);
+        *ret_n = a.n;
+        return r;
+}
 
 static char *arg_self;   /* this program, for test_map_resized_elsewhere */
 
@@ -64,7 +88,7 @@ static int open_with(Fixture *f, uint64_t initial, uint64_t max, char *errbuf, s
                 .map_size_max = max,
         };
 
-        return store_open(&o, &f->store, errbuf, errlen);
+        return store_open(&o, &f->store, NULL, errbuf, errlen);
 }
 
 static Store *open_default(Fixture *f) {
@@ -106,7 +130,7 @@ static int put_vm(Store *s, StoreVm *vm) {
         r = store_write_begin(s, &t);
         if (r < 0)
                 return r;
-        r = store_vm_put(t, vm);
+        r = store_vm_put(t, vm, NULL);
         if (r < 0) {
                 store_abort(t);
                 return r;
@@ -128,7 +152,7 @@ static int put_vm_nested(Store *s, StoreVm *vm) {
                 store_abort(top);
                 return r;
         }
-        r = store_vm_put(child, vm);
+        r = store_vm_put(child, vm, NULL);
         if (r < 0) {
                 store_abort(child);
                 store_abort(top);
@@ -361,7 +385,7 @@ static void test_newer_schema_refused(void **state) {
 
         assert_int_equal(open_with(f, 0, 0, err, sizeof(err)), -EPROTO);
         assert_null(f->store);
-        assert_string_equal(err, "database schema version 7 is newer than this vmmd supports (1)");
+        assert_string_equal(err, "database schema version 7 is newer than this vmmd supports (2)");
 }
 
 static void test_vm_put_get(void **state) {
@@ -515,22 +539,22 @@ static void test_conflict_changes_nothing(void **state) {
         /* a successful request before the failing one, in the same batch */
         assert_int_equal(store_child_begin(top, &child), 0);
         vm_make(&vm2, "vm0", 1, NULL);
-        assert_int_equal(store_vm_put(child, &vm2), 0);
+        assert_int_equal(store_vm_put(child, &vm2, NULL), 0);
         assert_int_equal(store_commit(child), 0);
 
         assert_int_equal(store_child_begin(top, &child), 0);
         vm_make(&vm, "vm2", 2, ids2);
-        assert_int_equal(store_vm_put(child, &vm), -EBUSY);
+        assert_int_equal(store_vm_put(child, &vm, NULL), -EBUSY);
         assert_string_equal(vm.disks[0].id, "mine");
         store_abort(child);
         /* a replace of vm0 that takes vm1's disk: refused, vm0 unchanged */
         assert_int_equal(store_child_begin(top, &child), 0);
         vm_make(&vm, "vm0", 1, other);
-        assert_int_equal(store_vm_put(child, &vm), -EBUSY);
+        assert_int_equal(store_vm_put(child, &vm, NULL), -EBUSY);
         store_abort(child);
         assert_int_equal(store_child_begin(top, &child), 0);
         vm_make(&vm, "vm1", 2, dup);
-        assert_int_equal(store_vm_put(child, &vm), -EINVAL);
+        assert_int_equal(store_vm_put(child, &vm, NULL), -EINVAL);
         store_abort(child);
         assert_int_equal(store_commit(top), 0);
 
@@ -582,7 +606,7 @@ static void test_delete_cascades(void **state) {
         assert_int_equal(store_session_get(t, sess[0].hash, &got[0]), -ENOENT);
         assert_int_equal(store_session_get(t, sess[2].hash, &got[0]), -ENOENT);
         assert_int_equal(store_session_get(t, sess[1].hash, &got[0]), 0);
-        assert_int_equal(store_vm_sessions(t, "vm1", got, 4, &n), 0);
+        assert_int_equal(vm_sessions(t, "vm1", got, 4, &n), 0);
         assert_int_equal(n, 0);
         assert_int_equal(store_session_vm_foreach(t, NULL, collect_vm_id, &c), 0);
         store_read_end(t);
@@ -682,7 +706,7 @@ static void test_sessions(void **state) {
         assert_int_equal(store_session_get(t, h, &one), -ENOENT);
 
         /* per VM, by hash order */
-        assert_int_equal(store_vm_sessions(t, "vm1", got, 4, &n), 0);
+        assert_int_equal(vm_sessions(t, "vm1", got, 4, &n), 0);
         assert_int_equal(n, 3);
         for (unsigned i = 0; i < 3; i++) {
                 hash_of(h, (uint8_t) (i + 1));
@@ -691,9 +715,9 @@ static void test_sessions(void **state) {
                 assert_true(got[i].expires_at == 1000 + i + 1);
         }
         n = 0;
-        assert_int_equal(store_vm_sessions(t, "vm1", got, 2, &n), -E2BIG);
+        assert_int_equal(vm_sessions(t, "vm1", got, 2, &n), -E2BIG);
         assert_int_equal(n, 2);
-        assert_int_equal(store_vm_sessions(t, "nobody", got, 4, &n), 0);
+        assert_int_equal(vm_sessions(t, "nobody", got, 4, &n), 0);
         assert_int_equal(n, 0);
 
         /* all, with after */
@@ -740,13 +764,13 @@ static void test_sessions(void **state) {
         assert_int_equal(store_commit(t), 0);
 
         assert_int_equal(store_read_begin(s, &t), 0);
-        assert_int_equal(store_vm_sessions(t, "vm1", got, 4, &n), 0);
+        assert_int_equal(vm_sessions(t, "vm1", got, 4, &n), 0);
         assert_int_equal(n, 3);
         assert_int_equal(got[0].hash[0], 2);
         assert_int_equal(got[1].hash[0], 3);
         assert_int_equal(got[2].hash[0], 9);
         assert_true(got[2].expires_at == 5);
-        assert_int_equal(store_vm_sessions(t, "vm2", got, 4, &n), 0);
+        assert_int_equal(vm_sessions(t, "vm2", got, 4, &n), 0);
         assert_int_equal(n, 0);
         c = (Collect) { 0 };
         assert_int_equal(store_session_vm_foreach(t, NULL, collect_vm_id, &c), 0);
@@ -764,14 +788,14 @@ static void test_child_abort(void **state) {
         assert_int_equal(store_write_begin(s, &top), 0);
         assert_int_equal(store_child_begin(top, &child), 0);
         vm_make(&vm, "gone", 1, NULL);
-        assert_int_equal(store_vm_put(child, &vm), 0);
+        assert_int_equal(store_vm_put(child, &vm, NULL), 0);
         assert_int_equal(store_vm_get(child, "gone", &out), 0);
         store_abort(child);
         assert_int_equal(store_vm_get(top, "gone", &out), -ENOENT);
 
         assert_int_equal(store_child_begin(top, &child), 0);
         vm_make(&vm, "kept", 0, NULL);
-        assert_int_equal(store_vm_put(child, &vm), 0);
+        assert_int_equal(store_vm_put(child, &vm, NULL), 0);
         assert_int_equal(store_commit(child), 0);
         assert_int_equal(store_vm_get(top, "kept", &out), 0);
         /* not visible to readers before the top-level commit */
@@ -994,7 +1018,7 @@ static void test_bad_options(void **state) {
         FILE *fp;
         char path[256];
 
-        assert_int_equal(store_open(&o, &s, err, sizeof(err)), -EINVAL);
+        assert_int_equal(store_open(&o, &s, NULL, err, sizeof(err)), -EINVAL);
         assert_null(s);
         assert_true(strlen(err) > 0);
 
@@ -1005,7 +1029,7 @@ static void test_bad_options(void **state) {
         fclose(fp);
         o.dir = path;
         err[0] = 0;
-        assert_int_equal(store_open(&o, &s, err, sizeof(err)), -ENOTDIR);
+        assert_int_equal(store_open(&o, &s, NULL, err, sizeof(err)), -ENOTDIR);
         assert_null(s);
         assert_non_null(strstr(err, "state directory"));
 
@@ -1020,7 +1044,7 @@ static void test_bad_options(void **state) {
         fclose(fp);
         snprintf(path, sizeof(path), "%s/junk", f->dir);
         o.dir = path;
-        assert_int_equal(store_open(&o, &s, err, sizeof(err)), -EBADMSG);
+        assert_int_equal(store_open(&o, &s, NULL, err, sizeof(err)), -EBADMSG);
         assert_null(s);
 }
 

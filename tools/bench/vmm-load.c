@@ -46,7 +46,7 @@ static void vm_fill(StoreVm *vm, unsigned k, const char *pwhash, int64_t now) {
         vm->described = true;
         vm->ram = 1024u * (1u + k % 16u);
         vm->cpu = 1u + k % 8u;
-        vm->registered_at = now;
+        vm->registered_at = vm->free_since = now;
         vm->updated_at = now;
         vm->last_seen_at = -1;
         vm->n_disks = 2;
@@ -56,24 +56,25 @@ static void vm_fill(StoreVm *vm, unsigned k, const char *pwhash, int64_t now) {
         }
 }
 
-/* Writes VMs [first, last] in one durable transaction. */
-static int load_batch(Store *s, unsigned first, unsigned last, const char *pwhash, int64_t now) {
-        StoreTxn *t = NULL;
+typedef struct Batch {
+        unsigned first, last;
+        const char *pwhash;
+        int64_t now;
+} Batch;
+
+/* Writes VMs [first, last] (one item of a group commit). */
+static int load_batch(void *item, StoreTxn *t) {
+        Batch *b = item;
         StoreVm vm;
         int r;
 
-        r = store_write_begin(s, &t);
-        if (r < 0)
-                return r;
-        for (unsigned k = first; k <= last; k++) {
-                vm_fill(&vm, k, pwhash, now);
-                r = store_vm_put(t, &vm);
-                if (r < 0) {
-                        store_abort(t);
+        for (unsigned k = b->first; k <= b->last; k++) {
+                vm_fill(&vm, k, b->pwhash, b->now);
+                r = store_vm_put(t, &vm, NULL);
+                if (r < 0)
                         return r;
-                }
         }
-        return store_commit(t);
+        return 0;
 }
 
 static void help(void) {
@@ -157,7 +158,7 @@ int main(int argc, char *argv[]) {
         double hash_s = mono_s() - t0;
 
         StoreOptions so = { .dir = argv[optind] };
-        r = store_open(&so, &s, err, sizeof err);
+        r = store_open(&so, &s, NULL, err, sizeof err);
         if (r < 0) {
                 fprintf(stderr, "vmm-load: cannot open the database in %s: %s\n", argv[optind],
                         err[0] ? err : strerror(-r));
@@ -168,13 +169,13 @@ int main(int argc, char *argv[]) {
         t0 = mono_s();
         for (unsigned first = 1; first <= count; ) {
                 unsigned last = count - first + 1 > arg_batch ? first + arg_batch - 1 : count;
-                r = load_batch(s, first, last, pwhash, now);
-                if (r == -ENOSPC) {
-                        /* the map is full: grow it and write the batch again */
-                        r = store_grow(s);
-                        if (r >= 0)
-                                continue;
-                }
+                Batch b = { first, last, pwhash, now };
+                void *items[1] = { &b };
+                int result = 0;
+                /* one durable commit per batch; the store grows the map itself */
+                r = store_write_batch(s, items, 1, load_batch, &result);
+                if (r >= 0)
+                        r = result;
                 if (r < 0) {
                         fprintf(stderr, "vmm-load: writing vm%06u..vm%06u failed: %s\n", first,
                                 last, strerror(-r));

@@ -77,6 +77,7 @@ int main(int argc, char **argv) {
         StoreOptions opts = {
                 .map_size_initial = 1,          /* the file's own size (raised to it) */
                 .map_size_max = UINT64_C(1) << 46,
+                .read_only = true,              /* a check never changes the database */
         };
         int r;
 
@@ -100,7 +101,7 @@ int main(int argc, char **argv) {
         }
 
         opts.dir = dir;
-        r = store_open(&opts, &s, err, sizeof(err));
+        r = store_open(&opts, &s, NULL, err, sizeof(err));
         if (r < 0) {
                 fprintf(stderr, "vmmd-check: %s\n", err[0] ? err : strerror(-r));
                 return 1;
@@ -118,8 +119,18 @@ int main(int argc, char **argv) {
                 printf("vms: %" PRIu64 "\n", st.vms);
                 printf("disks: %" PRIu64 " (vm_disks index: %" PRIu64 ")\n", st.disks,
                        st.vm_disks);
-                printf("sessions: %" PRIu64 " (vm_sessions index: %" PRIu64 ")\n",
-                       st.sessions, st.vm_sessions);
+                printf("sessions: %" PRIu64 " (vm_sessions index: %" PRIu64
+                       ", user_sessions: %" PRIu64 ", by expiry: %" PRIu64 ")\n", st.sessions,
+                       st.vm_sessions, st.user_sessions, st.session_expiry);
+                printf("users: %" PRIu64 "\n", st.users);
+                printf("groups: %" PRIu64 " (group_vms index: %" PRIu64 ")\n", st.groups,
+                       st.group_vms);
+                printf("bookings: %" PRIu64 " (by expiry: %" PRIu64 ", by user: %" PRIu64 ")\n",
+                       st.bookings, st.booking_expiry, st.user_bookings);
+                printf("history: %" PRIu64 "\n", st.history);
+                printf("feed: %" PRIu64 "\n", st.feed);
+                printf("os: %" PRIu64 "\n", st.os);
+                printf("requests: %" PRIu64 "\n", st.requests);
         }
         if (r == -EBADMSG) {
                 fputs(problems, stdout);
