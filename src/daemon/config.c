@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -19,8 +20,10 @@
 typedef enum KeyType {
         KEY_STRING,
         KEY_LISTEN,
+        KEY_PROXY,      /* repeatable: an address or ADDRESS/PREFIX */
         KEY_UINT,
-        KEY_REGISTRATION,
+        KEY_BOOL,       /* yes|no */
+        KEY_CHOICE,     /* int: index into choices */
         KEY_LOG_LEVEL,
 } KeyType;
 
@@ -31,46 +34,87 @@ typedef struct Key {
         uint64_t min, max;
         const char *help_arg;
         const char *help;
+        const char *const *choices;
 } Key;
+
+static const char *const registration_choices[] = { "open", "closed", "approval", NULL };
+static const char *const visibility_choices[] = { "all", "self", NULL };
+
+const char *registration_to_string(int r) {
+        return r >= 0 && r < _REGISTRATION_MAX ? registration_choices[r] : "?";
+}
 
 #define OFF(f) offsetof(Config, f)
 
 static const Key keys[] = {
         { "state_dir", KEY_STRING, OFF(state_dir), 0, 0, "DIR",
           "where the database lives (default: $STATE_DIRECTORY, /var/lib/vmmd for root,\n"
-          "                          else $XDG_STATE_HOME/vmmd)" },
+          "                          else $XDG_STATE_HOME/vmmd)", NULL },
         { "listen", KEY_LISTEN, 0, 0, 0, "HOST:PORT",
           "TCP address for VM clients, repeatable (default 127.0.0.1:7707;\n"
-          "                          IPv6 as [::1]:7707)" },
+          "                          IPv6 as [::1]:7707)", NULL },
         { "admin_socket", KEY_STRING, OFF(admin_socket), 0, 0, "PATH",
           "admin Unix socket (default: $RUNTIME_DIRECTORY/admin.sock,\n"
-          "                          /run/vmmd/admin.sock for root, else $XDG_RUNTIME_DIR/vmmd/admin.sock)" },
+          "                          /run/vmmd/admin.sock for root, else $XDG_RUNTIME_DIR/vmmd/admin.sock)", NULL },
         { "admin_group", KEY_STRING, OFF(admin_group), 0, 0, "GROUP",
-          "group whose members may use the admin socket (default vmmd)" },
-        { "registration", KEY_REGISTRATION, 0, 0, 0, "open|closed",
-          "whether VMs may register themselves (default open)" },
+          "group whose members may use the admin socket as admins (default vmmd)", NULL },
+        { "users_group", KEY_STRING, OFF(users_group), 0, 0, "GROUP",
+          "group whose members use the admin socket with role user (default vmmd-users)", NULL },
+        { "registration", KEY_CHOICE, OFF(registration), 0, 0, "open|closed|approval",
+          "whether VMs may register themselves; approval: they wait for vm.approve\n"
+          "                          (default open)", registration_choices },
+        { "vm_visibility", KEY_CHOICE, OFF(vm_visibility), 0, 0, "all|self",
+          "what a VM session's vm.list and disk.list show (default all)", visibility_choices },
+        { "tcp_admin", KEY_BOOL, OFF(tcp_admin), 0, 0, "yes|no",
+          "serve vm.create, vm.delete, vm.passwd and session.* to admin users on TCP\n"
+          "                          (the HTTP gateway's admins need it; default no)", NULL },
+        { "trusted_proxies", KEY_PROXY, 0, 0, 0, "ADDRESS[/PREFIX]",
+          "a proxy allowed to name its client's address as peer, repeatable (default none)", NULL },
         { "session_ttl", KEY_UINT, OFF(session_ttl_s), 1, 365ull * 86400, "SECONDS",
-          "a session ends this long after its last use (default 86400)" },
+          "a session ends this long after its last use (default 86400)", NULL },
         { "log_level", KEY_LOG_LEVEL, 0, 0, 0, "LEVEL",
-          "err, warning, notice, info or debug (default info)" },
+          "err, warning, notice, info or debug (default info)", NULL },
         { "idle_timeout", KEY_UINT, OFF(idle_timeout_s), 1, 86400, "SECONDS",
-          "close anonymous idle connections and half-received messages (default 30)" },
+          "close anonymous idle connections and half-received messages (default 30)", NULL },
         { "max_connections", KEY_UINT, OFF(max_connections), 1, 1000000, "N",
-          "connections in all (default 16384)" },
+          "connections in all (default 16384)", NULL },
         { "max_connections_per_peer", KEY_UINT, OFF(max_connections_per_peer), 1, 1000000, "N",
-          "connections per peer address (default 1024)" },
+          "connections per peer address (default 1024)", NULL },
+        { "max_unsent_total", KEY_UINT, OFF(max_unsent_total), 1u << 20, 1ull << 40, "BYTES",
+          "unsent output of all connections; past it the largest non-reading ones\n"
+          "                          are closed (default 67108864)", NULL },
         { "auth_failures_per_minute", KEY_UINT, OFF(auth_failures_per_minute), 1, 1000000, "N",
-          "failed auth/resume per peer address before rate_limited (default 10)" },
+          "failed logins per peer address before rate_limited (default 10)", NULL },
+        { "registrations_per_minute", KEY_UINT, OFF(registrations_per_minute), 1, 1000000, "N",
+          "register calls per peer address before rate_limited (default 10)", NULL },
+        { "hashes_per_peer", KEY_UINT, OFF(hashes_per_peer), 1, 1024, "N",
+          "password hashes in flight per peer address (default 4)", NULL },
+        { "hash_queue_max", KEY_UINT, OFF(hash_queue_max), 1, 1000000, "N",
+          "password hashes waiting in all (default 256)", NULL },
+        { "ipv6_prefix", KEY_UINT, OFF(ipv6_prefix), 1, 128, "BITS",
+          "IPv6 peers are counted by this prefix (default 64)", NULL },
         { "sessions_per_vm", KEY_UINT, OFF(sessions_per_vm), 1, 1024, "N",
-          "sessions a VM may hold; a new auth past that ends the oldest (default 16)" },
+          "sessions a VM or user may hold; a new login past that ends the oldest\n"
+          "                          (default 16)", NULL },
         { "max_message_tcp", KEY_UINT, OFF(max_message_tcp), 1024, 16u * 1024 * 1024, "BYTES",
-          "largest message on TCP (default 65536)" },
+          "largest message on TCP (default 65536)", NULL },
         { "max_message_admin", KEY_UINT, OFF(max_message_admin), 1024, 64u * 1024 * 1024, "BYTES",
-          "largest message on the admin socket (default 1048576)" },
+          "largest message on the admin socket (default 1048576)", NULL },
         { "map_size_max", KEY_UINT, OFF(map_size_max), 1u << 20, UINT64_MAX / 2, "BYTES",
-          "the database may grow to this size (default 17179869184)" },
+          "the database may grow to this size (default 17179869184)", NULL },
         { "hash_workers", KEY_UINT, OFF(hash_workers), 1, 64, "N",
-          "threads hashing passwords (default: number of CPUs, at most 4)" },
+          "threads hashing passwords (default: CPUs - 1, at least 1, at most 4)", NULL },
+        { "booking_max_hours", KEY_UINT, OFF(booking_max_hours), 1, 24ull * 365, "HOURS",
+          "a booking ends at most this long from now (default 168)", NULL },
+        { "bookings_per_user", KEY_UINT, OFF(bookings_per_user), 1, 100000, "N",
+          "bookings one user may hold (default 16)", NULL },
+        { "booking_warn_minutes", KEY_UINT, OFF(booking_warn_minutes), 0, 24ull * 60, "MINUTES",
+          "booking.expiring is sent this long before the end (default 15)", NULL },
+        { "heartbeat_timeout", KEY_UINT, OFF(heartbeat_timeout_s), 1, 86400, "SECONDS",
+          "a VM that neither is connected nor reported for this long is off (default 60)",
+          NULL },
+        { "event_history", KEY_UINT, OFF(event_history), 1, 100000000, "N",
+          "feed events kept for events.watch since (default 100000)", NULL },
 };
 
 static const Key *key_find(const char *name, size_t len) {
@@ -93,6 +137,25 @@ static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret) 
                 return -ERANGE;
         *ret = v;
         return 0;
+}
+
+/* ADDRESS or ADDRESS/PREFIX, IPv4 or IPv6 */
+static bool valid_proxy(const char *value) {
+        char addr[INET6_ADDRSTRLEN + 8];
+        const char *slash = strchr(value, '/');
+        size_t n = slash ? (size_t) (slash - value) : strlen(value);
+        uint8_t buf[16];
+        uint64_t prefix;
+        bool v6;
+
+        if (n == 0 || n >= sizeof addr)
+                return false;
+        memcpy(addr, value, n);
+        addr[n] = '\0';
+        v6 = strchr(addr, ':') != NULL;
+        if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, buf) != 1)
+                return false;
+        return !slash || parse_uint(slash + 1, 0, v6 ? 128 : 32, &prefix) >= 0;
 }
 
 /* Apply one key=value; on error writes a message (without location). */
@@ -139,17 +202,44 @@ static int key_apply(Config *c, const Key *k, const char *value, char *err, size
                 *(uint64_t *) ((uint8_t *) c + k->offset) = v;
                 return 0;
         }
-        case KEY_REGISTRATION:
-                if (strcmp(value, "open") == 0)
-                        c->registration_open = true;
-                else if (strcmp(value, "closed") == 0)
-                        c->registration_open = false;
+        case KEY_PROXY: {
+                if (!valid_proxy(value)) {
+                        snprintf(err, errlen, "trusted_proxies: expected an IPv4 or IPv6 address, "
+                                 "optionally /PREFIX, got '%s'", value);
+                        return -EINVAL;
+                }
+                if (c->n_trusted_proxies >= CONFIG_MAX_PROXIES) {
+                        snprintf(err, errlen, "trusted_proxies: at most %d entries",
+                                 CONFIG_MAX_PROXIES);
+                        return -E2BIG;
+                }
+                char *d = strdup(value);
+                if (!d)
+                        return -ENOMEM;
+                c->trusted_proxies[c->n_trusted_proxies++] = d;
+                return 0;
+        }
+        case KEY_BOOL: {
+                bool *b = (bool *) ((uint8_t *) c + k->offset);
+                if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0)
+                        *b = true;
+                else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0)
+                        *b = false;
                 else {
-                        snprintf(err, errlen, "registration: expected 'open' or 'closed', got '%s'",
-                                 value);
+                        snprintf(err, errlen, "%s: expected yes or no, got '%s'", k->name, value);
                         return -EINVAL;
                 }
                 return 0;
+        }
+        case KEY_CHOICE:
+                for (int i = 0; k->choices[i]; i++)
+                        if (strcmp(value, k->choices[i]) == 0) {
+                                *(int *) ((uint8_t *) c + k->offset) = i;
+                                return 0;
+                        }
+                snprintf(err, errlen, "%s: expected one of %s, got '%s'", k->name, k->help_arg,
+                         value);
+                return -EINVAL;
         case KEY_LOG_LEVEL:
                 r = log_level_from_string(value);
                 if (r < 0) {
@@ -166,7 +256,18 @@ static void config_defaults(Config *c) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
         *c = (Config) {
-                .registration_open = true,
+                .registration = REGISTRATION_OPEN,
+                .vm_visibility = VISIBILITY_ALL,
+                .max_unsent_total = 64ull << 20,
+                .registrations_per_minute = VMM_REGISTRATIONS_PER_MIN,
+                .hashes_per_peer = VMM_HASHES_PER_PEER,
+                .hash_queue_max = 256,
+                .ipv6_prefix = 64,
+                .booking_max_hours = VMM_BOOKING_MAX_HOURS,
+                .bookings_per_user = VMM_BOOKINGS_PER_USER,
+                .booking_warn_minutes = VMM_BOOKING_WARN_MINUTES,
+                .heartbeat_timeout_s = VMM_HEARTBEAT_TIMEOUT_S,
+                .event_history = VMM_EVENT_HISTORY,
                 .session_ttl_s = VMM_SESSION_TTL_S,
                 .log_level = LOG_INFO,
                 .idle_timeout_s = VMM_IDLE_TIMEOUT_MS / 1000,
@@ -177,7 +278,8 @@ static void config_defaults(Config *c) {
                 .max_message_tcp = VMM_MAX_MSG_TCP,
                 .max_message_admin = VMM_MAX_MSG_ADMIN,
                 .map_size_max = 16ull << 30,
-                .hash_workers = ncpu < 1 ? 1 : ncpu > 4 ? 4 : (uint64_t) ncpu,
+                /* the event loop needs a core of its own while hashes run */
+                .hash_workers = ncpu <= 2 ? 1 : ncpu > 5 ? 4 : (uint64_t) ncpu - 1,
         };
 }
 
@@ -284,7 +386,7 @@ static void help(const char *prog) {
                "read settings from FILE (INI, keys as above with '_';\n"
                "                          default " CONFIG_DEFAULT_FILE " if it exists); flags win");
         printf("  %-24s%s\n", "-h, --help", "show this help");
-        printf("  %-24s%s\n", "--version", "show the version");
+        printf("  %-24s%s\n", "-V, --version", "show the version");
         printf("\nSee vmmd(8) and vmmd.conf(5).\n");
 }
 
@@ -293,24 +395,36 @@ typedef struct FlagValue {
         const char *value;
 } FlagValue;
 
-int config_load(int argc, char *argv[], Config *ret) {
+/* The flag name of a key: --name with '_' as '-'. */
+static void flag_name(const Key *k, char ret[64]) {
+        size_t j;
+
+        for (j = 0; k->name[j] && j < 63; j++)
+                ret[j] = k->name[j] == '_' ? '-' : k->name[j];
+        ret[j] = '\0';
+}
+
+/* Defaults, the file, the flags. quiet: messages go to errbuf only. */
+static int config_build(int argc, char *argv[], bool quiet, Config *ret, ConfigError *ret_error,
+                        char *errbuf, size_t errlen) {
         enum { ARG_CONFIG = 0x100, ARG_VERSION, ARG_KEY0 };
-        struct option options[ELEMENTSOF(keys) + 4];
+        struct option options[ELEMENTSOF(keys) + 5];
         char names[ELEMENTSOF(keys)][64];
-        FlagValue *flags = NULL;
+        _cleanup_free_ FlagValue *flags = NULL;
         size_t n_flags = 0, n = 0;
         const char *config_file = NULL;
+        ConfigError dummy;
         char err[600];
         int c, r;
 
+        if (!ret_error)
+                ret_error = &dummy;
+        *ret_error = CONFIG_ERROR_OTHER;
         Config cfg;
         config_defaults(&cfg);
 
         for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-                size_t j;
-                for (j = 0; keys[i].name[j]; j++)
-                        names[i][j] = keys[i].name[j] == '_' ? '-' : keys[i].name[j];
-                names[i][j] = '\0';
+                flag_name(&keys[i], names[i]);
                 options[n++] = (struct option) { names[i], required_argument, NULL,
                                                  ARG_KEY0 + (int) i };
         }
@@ -324,31 +438,37 @@ int config_load(int argc, char *argv[], Config *ret) {
                 return -ENOMEM;
 
         optind = 0;
-        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+        opterr = !quiet;
+        while ((c = getopt_long(argc, argv, "hV", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':
+                        if (quiet)
+                                break;
                         help(argv[0]);
-                        free(flags);
                         return 1;
+                case 'V':
                 case ARG_VERSION:
+                        if (quiet)
+                                break;
                         printf("vmmd %s (protocol %d)\n", VMMD_VERSION, VMM_PROTOCOL_VERSION);
-                        free(flags);
                         return 1;
                 case ARG_CONFIG:
                         config_file = optarg;
                         break;
                 case '?':
-                        fprintf(stderr, "Try '%s --help'.\n", argv[0]);
-                        free(flags);
+                        if (!quiet)
+                                fprintf(stderr, "Try '%s --help'.\n", argv[0]);
+                        *ret_error = CONFIG_ERROR_USAGE;
                         return -EINVAL;
                 default:
                         flags[n_flags++] = (FlagValue) { &keys[c - ARG_KEY0], optarg };
                 }
         }
         if (optind < argc) {
-                fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n", argv[0],
-                        argv[optind], argv[0]);
-                free(flags);
+                if (!quiet)
+                        fprintf(stderr, "%s: unexpected argument '%s'\nTry '%s --help'.\n",
+                                argv[0], argv[optind], argv[0]);
+                *ret_error = CONFIG_ERROR_USAGE;
                 return -EINVAL;
         }
 
@@ -357,21 +477,24 @@ int config_load(int argc, char *argv[], Config *ret) {
         if (config_file) {
                 r = config_parse_file(&cfg, config_file, err, sizeof err);
                 if (r < 0) {
-                        fprintf(stderr, "vmmd: %s\n", err);
+                        if (!quiet)
+                                fprintf(stderr, "vmmd: %s\n", err);
+                        if (errbuf)
+                                snprintf(errbuf, errlen, "%s", err);
                         config_done(&cfg);
-                        free(flags);
+                        *ret_error = CONFIG_ERROR_FILE;
                         return r;
                 }
                 cfg.config_file = strdup(config_file);
                 if (!cfg.config_file) {
                         config_done(&cfg);
-                        free(flags);
                         return -ENOMEM;
                 }
         }
 
-        /* Flags win over the file; repeated --listen flags replace the file's list. */
-        bool listen_reset = false;
+        /* Flags win over the file; a repeated flag of a list replaces the
+         * file's list. */
+        bool listen_reset = false, proxies_reset = false;
         for (size_t i = 0; i < n_flags; i++) {
                 if (flags[i].key->type == KEY_LISTEN && !listen_reset) {
                         for (size_t j = 0; j < cfg.n_listen; j++)
@@ -379,19 +502,43 @@ int config_load(int argc, char *argv[], Config *ret) {
                         cfg.n_listen = 0;
                         listen_reset = true;
                 }
+                if (flags[i].key->type == KEY_PROXY && !proxies_reset) {
+                        for (size_t j = 0; j < cfg.n_trusted_proxies; j++)
+                                free(cfg.trusted_proxies[j]);
+                        cfg.n_trusted_proxies = 0;
+                        proxies_reset = true;
+                }
                 err[0] = '\0';
                 r = key_apply(&cfg, flags[i].key, flags[i].value, err, sizeof err);
                 if (r < 0) {
-                        fprintf(stderr, "vmmd: --%s: %s\n", names[flags[i].key - keys],
-                                err[0] ? err : strerror(-r));
+                        if (!quiet)
+                                fprintf(stderr, "vmmd: --%s: %s\n", names[flags[i].key - keys],
+                                        err[0] ? err : strerror(-r));
+                        if (errbuf)
+                                snprintf(errbuf, errlen, "--%s: %s", names[flags[i].key - keys],
+                                         err[0] ? err : strerror(-r));
                         config_done(&cfg);
-                        free(flags);
+                        *ret_error = CONFIG_ERROR_USAGE;
                         return r;
                 }
         }
-        free(flags);
         *ret = cfg;
         return 0;
+}
+
+int config_load(int argc, char *argv[], Config *ret, ConfigError *ret_error) {
+        return config_build(argc, argv, false, ret, ret_error, NULL, 0);
+}
+
+int config_reload(int argc, char *argv[], Config *ret, char *errbuf, size_t errlen) {
+        int r;
+
+        if (errbuf && errlen)
+                errbuf[0] = '\0';
+        r = config_build(argc, argv, true, ret, NULL, errbuf, errlen);
+        if (r < 0 && errbuf && errlen && !errbuf[0])
+                snprintf(errbuf, errlen, "%s", strerror(-r));
+        return r;
 }
 
 void config_done(Config *c) {
@@ -399,7 +546,10 @@ void config_done(Config *c) {
         free(c->state_dir);
         for (size_t i = 0; i < c->n_listen; i++)
                 free(c->listen[i]);
+        for (size_t i = 0; i < c->n_trusted_proxies; i++)
+                free(c->trusted_proxies[i]);
         free(c->admin_socket);
         free(c->admin_group);
+        free(c->users_group);
         *c = (Config) { 0 };
 }

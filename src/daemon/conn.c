@@ -1,37 +1,35 @@
 /* SPDX-License-Identifier: MIT */
-#include <arpa/inet.h>
 #include <assert.h>
-#include <inttypes.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <msgpack.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "conn.h"
-#include "events.h"
 #include "log.h"
-#include "rpc.h"
-#include "session.h"
+#include "shared/clock.h"
 #include "shared/macro.h"
 #include "shared/mpout.h"
+#include "shared/mpscan.h"
 
 #define READ_CHUNK      (16u * 1024u)
 #define OUT_HIGH        (1024u * 1024u)   /* stop reading above this much unsent */
 #define OUT_LOW         (256u * 1024u)    /* and start again below this */
 #define CLOSING_GRACE_MS 2000u
+#define CONN_BATCH      256               /* ready connections served per wake-up */
 
 /* Buffers of the usual sizes, kept for reuse by the next connection that
  * needs one: a connection gives its buffers back as soon as it has nothing
  * pending (an idle connection holds none), and without this each request
- * would cost a malloc/free pair of each. Loop thread only; bounded. */
+ * would cost a malloc/free pair of each. Bounded. */
 #define POOL_MAX        64
 #define OUT_FIRST       4096u
 
@@ -41,7 +39,68 @@ typedef struct BufPool {
         size_t size;
 } BufPool;
 
-static BufPool pool_in = { .size = READ_CHUNK }, pool_out = { .size = OUT_FIRST };
+struct ConnHub {
+        sd_event *event;
+        sd_event_source *epoll_source;
+        sd_event_source *close_later_source;
+        Conn *conns;                    /* newest first */
+        size_t n_conns;
+        uint64_t next_id;
+        BufPool pool_in, pool_out;
+        uint64_t partial_ms;
+        uint64_t max_unsent_total;
+        uint64_t unsent_total;
+        bool shutting_down;
+};
+
+struct Conn {
+        ConnHub *hub;
+        unsigned n_ref;
+        Conn *prev, *next;
+        const ConnOps *ops;
+        void *userdata;
+
+        uint64_t id;
+        int fd;
+        bool tcp, unix_fds;
+        size_t max_message;
+        char peer[64];
+        int64_t since_ms;
+
+        uint8_t *in;                    /* allocated while bytes are pending */
+        size_t in_head, in_len, in_cap;
+        uint8_t *out;
+        size_t out_head, out_len, out_cap;
+        MpScan scan;
+
+        bool held;                      /* the owner is working on a message */
+        bool closing;                   /* no more messages; flush, shut down, close */
+        bool dead;                      /* fd closed; memory lives until the last ref */
+        bool close_pending;             /* conn_close_later() */
+        bool read_eof;
+        bool paused;                    /* too much unsent output: not reading */
+        /* Edge-triggered epoll: what is registered, and whether the last
+         * read/write stopped short of EAGAIN (then the next registration
+         * re-arms the edge). */
+        uint32_t io_events;
+        bool in_undrained;
+        bool rdhup;                     /* the last wake-up said: the peer sent its FIN */
+        bool out_ready;
+        bool cutoff_set;
+        uint64_t cutoff;                /* bytes received before the stop began */
+        uint64_t received;              /* bytes received in all */
+        uint64_t consumed;              /* bytes of whole messages taken */
+        uint64_t idle_ms;               /* 0: no idle timeout */
+        uint64_t last_activity_ms;      /* monotonic: last byte in or out */
+        uint64_t partial_since_ms;      /* monotonic; 0 = no half-received message */
+        uint64_t closing_since_ms;
+        const char *close_reason;
+
+        int fds[CONN_MAX_FDS];          /* received with SCM_RIGHTS, oldest first */
+        uint64_t fd_at[CONN_MAX_FDS];   /* stream offset of the bytes each came with */
+        size_t n_fds;
+        uint64_t msg_start, msg_end;    /* stream offsets of the message delivered */
+};
 
 static void *pool_get(BufPool *p, size_t size) {
         if (size == p->size && p->n > 0)
@@ -58,44 +117,10 @@ static void pool_put(BufPool *p, void *b, size_t cap) {
                 free(b);
 }
 
-void conn_pools_free(void) {
-        while (pool_in.n > 0)
-                free(pool_in.b[--pool_in.n]);
-        while (pool_out.n > 0)
-                free(pool_out.b[--pool_out.n]);
-}
-
-static size_t conn_max_message(Conn *c) {
-        return c->kind == CONN_ADMIN ? c->manager->config.max_message_admin
-                                     : c->manager->config.max_message_tcp;
-}
-
 static void conn_update_events(Conn *c);
 static void conn_process(Conn *c);
 static void fds_drop_before(Conn *c, uint64_t offset);
-
-static void format_peer(const struct sockaddr *sa, char *buf, size_t len) {
-        char addr[INET6_ADDRSTRLEN];
-
-        if (sa->sa_family == AF_INET) {
-                const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
-                inet_ntop(AF_INET, &in->sin_addr, addr, sizeof addr);
-                snprintf(buf, len, "%s:%u", addr, ntohs(in->sin_port));
-        } else if (sa->sa_family == AF_INET6) {
-                const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
-                inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof addr);
-                snprintf(buf, len, "[%s]:%u", addr, ntohs(in6->sin6_port));
-        } else
-                snprintf(buf, len, "unix");
-}
-
 static void on_io(Conn *c, uint32_t revents);
-
-/* All connections share one epoll instance of their own, which is a single
- * source of the sd-event loop: one wake-up handles every ready connection
- * (up to CONN_BATCH), where a source per connection would cost an
- * epoll_wait and the loop's bookkeeping per ready connection. */
-#define CONN_BATCH 256
 
 static int on_conns_ready(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         struct epoll_event ev[CONN_BATCH];
@@ -117,87 +142,133 @@ static int on_conns_ready(sd_event_source *s, int fd, uint32_t revents, void *us
         return 0;
 }
 
-static int conn_epoll_setup(Manager *m) {
-        int r;
+static int on_close_later(sd_event_source *s, void *userdata) {
+        ConnHub *h = userdata;
 
-        if (m->conn_epoll_source)
-                return 0;
-        int fd = epoll_create1(EPOLL_CLOEXEC);
-        if (fd < 0)
-                return -errno;
-        r = sd_event_add_io(m->event, &m->conn_epoll_source, fd, EPOLLIN, on_conns_ready, m);
-        if (r < 0) {
-                (void) close(fd);
-                return r;
+        for (bool again = true; again;) {
+                again = false;
+                for (Conn *c = h->conns; c; c = c->next)
+                        if (c->close_pending) {
+                                conn_close(c, c->close_reason ? c->close_reason : "killed");
+                                again = true;
+                                break;
+                        }
         }
-        (void) sd_event_source_set_io_fd_own(m->conn_epoll_source, true);
         return 0;
 }
 
-void conn_epoll_done(Manager *m) {
-        m->conn_epoll_source = sd_event_source_disable_unref(m->conn_epoll_source);
+int conn_hub_new(sd_event *e, ConnHub **ret) {
+        _cleanup_close_ int fd = -1;
+        ConnHub *h;
+        int r;
+
+        h = calloc(1, sizeof *h);
+        if (!h)
+                return -ENOMEM;
+        h->event = sd_event_ref(e);
+        h->pool_in.size = READ_CHUNK;
+        h->pool_out.size = OUT_FIRST;
+        h->partial_ms = VMM_IDLE_TIMEOUT_MS;
+        h->max_unsent_total = UINT64_MAX;
+        fd = epoll_create1(EPOLL_CLOEXEC);
+        if (fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        r = sd_event_add_io(e, &h->epoll_source, fd, EPOLLIN, on_conns_ready, h);
+        if (r < 0)
+                goto fail;
+        (void) sd_event_source_set_io_fd_own(h->epoll_source, true);
+        fd = -1;
+        r = sd_event_add_defer(e, &h->close_later_source, on_close_later, h);
+        if (r < 0)
+                goto fail;
+        (void) sd_event_source_set_enabled(h->close_later_source, SD_EVENT_OFF);
+        *ret = h;
+        return 0;
+fail:
+        conn_hub_free(h);
+        return r;
 }
 
-static int conn_epoll_ctl(Conn *c, int op, uint32_t events) {
+ConnHub *conn_hub_free(ConnHub *h) {
+        if (!h)
+                return NULL;
+        conn_hub_close_all(h, "shutdown");
+        h->close_later_source = sd_event_source_disable_unref(h->close_later_source);
+        h->epoll_source = sd_event_source_disable_unref(h->epoll_source);
+        while (h->pool_in.n > 0)
+                free(h->pool_in.b[--h->pool_in.n]);
+        while (h->pool_out.n > 0)
+                free(h->pool_out.b[--h->pool_out.n]);
+        sd_event_unref(h->event);
+        free(h);
+        return NULL;
+}
+
+void conn_hub_set_limits(ConnHub *h, uint64_t partial_ms, uint64_t max_unsent_total) {
+        h->partial_ms = partial_ms;
+        h->max_unsent_total = max_unsent_total;
+}
+
+size_t conn_hub_count(ConnHub *h) {
+        return h->n_conns;
+}
+
+uint64_t conn_hub_unsent_total(ConnHub *h) {
+        return h->unsent_total;
+}
+
+void conn_hub_close_all(ConnHub *h, const char *reason) {
+        while (h->conns)
+                conn_close(h->conns, reason);
+}
+
+static int hub_epoll_ctl(Conn *c, int op, uint32_t events) {
         struct epoll_event ev = { .events = events, .data.ptr = c };
-        int fd = sd_event_source_get_io_fd(c->manager->conn_epoll_source);
+        int fd = sd_event_source_get_io_fd(c->hub->epoll_source);
 
         return epoll_ctl(fd, op, c->fd, &ev) < 0 ? -errno : 0;
 }
 
-int conn_steal_fd(Conn *c) {
-        int fd = c->fd;
-
-        if (fd >= 0)
-                (void) conn_epoll_ctl(c, EPOLL_CTL_DEL, 0);
-        c->fd = -1;
-        return fd;
-}
-
-int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, socklen_t salen,
+int conn_new(ConnHub *h, int fd, const ConnOptions *o, const ConnOps *ops, void *userdata,
              Conn **ret) {
         Conn *c;
         int r;
 
+        assert(h && o && ops && ops->message && ops->closed);
         c = calloc(1, sizeof *c);
         if (!c)
                 return -ENOMEM;
-        c->manager = m;
+        c->hub = h;
         c->n_ref = 1;
+        c->ops = ops;
+        c->userdata = userdata;
         c->fd = fd;
-        c->kind = kind;
-        c->id = ++m->next_conn_id;
+        c->tcp = o->tcp;
+        c->unix_fds = o->unix_fds;
+        c->max_message = o->max_message;
+        c->id = ++h->next_id;
         c->since_ms = now_ms();
         c->last_activity_ms = mono_ms();
-        c->uid = (uid_t) -1;
-        c->pid = 0;
-        format_peer(sa, c->peer_str, sizeof c->peer_str);
-        mpscan_init(&c->scan, conn_max_message(c), VMM_MAX_DEPTH);
+        snprintf(c->peer, sizeof c->peer, "%s", o->peer ? o->peer : "?");
+        mpscan_init(&c->scan, o->max_message, o->max_depth);
 
-        c->peer = sessions_peer_ref(m->sessions, sa);
-        if (!c->peer) {
-                free(c);
-                return -ENOMEM;
-        }
         c->io_events = EPOLLIN | EPOLLRDHUP | EPOLLET;
-        r = conn_epoll_setup(m);
-        if (r >= 0)
-                r = conn_epoll_ctl(c, EPOLL_CTL_ADD, c->io_events);
+        r = hub_epoll_ctl(c, EPOLL_CTL_ADD, c->io_events);
         if (r < 0) {
-                sessions_peer_unref(m->sessions, c->peer);
                 free(c);
                 return r;
         }
-        if (kind == CONN_TCP) {
+        if (o->tcp) {
                 int one = 1;
                 (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        c->next = m->conns;
-        if (m->conns)
-                m->conns->prev = c;
-        m->conns = c;
-        m->n_conns++;
-        log_debug("Connection %" PRIu64 " from %s", c->id, c->peer_str);
+        c->next = h->conns;
+        if (h->conns)
+                h->conns->prev = c;
+        h->conns = c;
+        h->n_conns++;
         *ret = c;
         return 0;
 }
@@ -214,64 +285,91 @@ Conn *conn_unref(Conn *c) {
         if (--c->n_ref > 0)
                 return NULL;
         assert(c->dead);
-        pool_put(&pool_in, c->in, c->in_cap);
-        pool_put(&pool_out, c->out, c->out_cap);
         free(c);
         return NULL;
 }
 
+uint64_t conn_id(const Conn *c) {
+        return c->id;
+}
+
+const char *conn_peer(const Conn *c) {
+        return c->peer;
+}
+
+int64_t conn_since(const Conn *c) {
+        return c->since_ms;
+}
+
+bool conn_is_open(const Conn *c) {
+        return !c->dead && !c->closing && !c->close_pending;
+}
+
+void conn_set_idle_timeout(Conn *c, uint64_t ms) {
+        if (c->idle_ms == 0 && ms > 0)
+                c->last_activity_ms = mono_ms();  /* the clock starts now */
+        c->idle_ms = ms;
+}
+
+static size_t out_pending(const Conn *c) {
+        return c->out_len - c->out_head;
+}
+
+size_t conn_unsent(const Conn *c) {
+        return out_pending(c);
+}
+
+static void out_release(Conn *c) {
+        c->hub->unsent_total -= out_pending(c);
+        pool_put(&c->hub->pool_out, c->out, c->out_cap);
+        c->out = NULL;
+        c->out_head = c->out_len = c->out_cap = 0;
+}
+
 void conn_close(Conn *c, const char *reason) {
-        Manager *m = c->manager;
+        ConnHub *h = c->hub;
 
         if (c->dead)
                 return;
         c->dead = true;
         c->close_reason = reason;
-        log_debug("Connection %" PRIu64 " from %s closed (%s)", c->id, c->peer_str, reason);
+        log_debug("Connection %" PRIu64 " from %s closed (%s)", c->id, c->peer, reason);
 
-        events_unwatch(m, c);
         for (size_t i = 0; i < c->n_fds; i++)
                 (void) close(c->fds[i]);
         c->n_fds = 0;
-        if (c->announced)
-                events_emit(m, &(Event) { .type = "conn.closed", .has_conn = true, .conn = c->id,
-                                          .peer = c->peer_str,
-                                          .vm_id = c->attached ? c->vm_id : NULL,
-                                          .vm_id_nil = !c->attached, .reason = reason });
-
-        if (c->attached) {
-                uint8_t hash[SECRET_HASH_BYTES];
-                char vm_id[VMM_VM_ID_MAX + 1];
-                memcpy(hash, c->session_hash, sizeof hash);
-                memcpy(vm_id, c->vm_id, sizeof vm_id);
-                (void) sessions_detach(m->sessions, c);
-                client_session_left(m, hash, vm_id);
-        }
-        if (c->fd >= 0)
-                (void) conn_epoll_ctl(c, EPOLL_CTL_DEL, 0);
-        if (c->fd >= 0)
+        if (c->fd >= 0) {
+                (void) hub_epoll_ctl(c, EPOLL_CTL_DEL, 0);
                 (void) close(c->fd);
+        }
         c->fd = -1;
-        sessions_peer_unref(m->sessions, c->peer);
-        c->peer = NULL;
 
         if (c->prev)
                 c->prev->next = c->next;
         else
-                m->conns = c->next;
+                h->conns = c->next;
         if (c->next)
                 c->next->prev = c->prev;
         c->prev = c->next = NULL;
-        m->n_conns--;
+        h->n_conns--;
 
-        pool_put(&pool_in, c->in, c->in_cap);
+        pool_put(&h->pool_in, c->in, c->in_cap);
         c->in = NULL;
         c->in_head = c->in_len = c->in_cap = 0;
-        pool_put(&pool_out, c->out, c->out_cap);
-        c->out = NULL;
-        c->out_head = c->out_len = c->out_cap = 0;
+        out_release(c);
 
+        conn_ref(c);
+        c->ops->closed(c, reason, c->userdata);
         conn_unref(c);
+        conn_unref(c);          /* the hub's reference */
+}
+
+void conn_close_later(Conn *c, const char *reason) {
+        if (c->dead || c->close_pending)
+                return;
+        c->close_pending = true;
+        c->close_reason = reason;
+        (void) sd_event_source_set_enabled(c->hub->close_later_source, SD_EVENT_ONESHOT);
 }
 
 static int out_reserve(Conn *c, size_t n) {
@@ -287,7 +385,7 @@ static int out_reserve(Conn *c, size_t n) {
         size_t cap = c->out_cap ? c->out_cap : OUT_FIRST;
         while (cap - c->out_len < n)
                 cap *= 2;
-        uint8_t *p = c->out ? realloc(c->out, cap) : pool_get(&pool_out, cap);
+        uint8_t *p = c->out ? realloc(c->out, cap) : pool_get(&c->hub->pool_out, cap);
         if (!p)
                 return -ENOMEM;
         c->out = p;
@@ -295,55 +393,33 @@ static int out_reserve(Conn *c, size_t n) {
         return 0;
 }
 
-int conn_write_raw(Conn *c, const void *data, size_t len) {
+int conn_write(Conn *c, const void *data, size_t len) {
         if (c->dead)
                 return 0;
         if (out_reserve(c, len) < 0)
                 return -ENOMEM;
         memcpy(c->out + c->out_len, data, len);
         c->out_len += len;
+        c->hub->unsent_total += len;
         return 0;
 }
 
 static int out_packer_write(void *data, const char *buf, size_t len) {
-        return conn_write_raw(data, buf, len) < 0 ? -1 : 0;
+        return conn_write(data, buf, len) < 0 ? -1 : 0;
 }
 
-int conn_reply_result(Conn *c, uint32_t msgid, const char *data, size_t len) {
+int conn_write_error(Conn *c, uint32_t msgid, VmmError code, const char *message) {
         msgpack_packer pk;
 
         if (c->dead)
                 return 0;
-        msgpack_packer_init(&pk, c, out_packer_write);
-        if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
-            msgpack_pack_uint32(&pk, msgid) || msgpack_pack_nil(&pk))
-                return -ENOMEM;
-        if (len == 0)
-                return msgpack_pack_map(&pk, 0) ? -ENOMEM : 0;
-        return conn_write_raw(c, data, len);
-}
-
-int conn_reply_error(Conn *c, uint32_t msgid, VmmError code, const char *fmt, ...) {
-        msgpack_packer pk;
-        char msg[512];
-        va_list ap;
-
-        if (c->dead)
-                return 0;
-        va_start(ap, fmt);
-        (void) vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
         msgpack_packer_init(&pk, c, out_packer_write);
         if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
             msgpack_pack_uint32(&pk, msgid) || msgpack_pack_map(&pk, 2) ||
-            mp_kv_str(&pk, "code", vmm_error_to_string(code)) || mp_kv_str(&pk, "message", msg) ||
-            msgpack_pack_nil(&pk))
+            mp_kv_str(&pk, "code", vmm_error_to_string(code)) ||
+            mp_kv_str(&pk, "message", message) || msgpack_pack_nil(&pk))
                 return -ENOMEM;
         return 0;
-}
-
-static size_t out_pending(Conn *c) {
-        return c->out_len - c->out_head;
 }
 
 /* Write what we can; negative when the peer is gone. */
@@ -361,13 +437,12 @@ static int conn_flush(Conn *c) {
                         return -errno;
                 }
                 c->out_head += (size_t) n;
+                c->hub->unsent_total -= (size_t) n;
                 c->last_activity_ms = mono_ms();
         }
         c->out_ready = true;
         /* everything sent: give the memory back */
-        pool_put(&pool_out, c->out, c->out_cap);
-        c->out = NULL;
-        c->out_head = c->out_len = c->out_cap = 0;
+        out_release(c);
         return 0;
 }
 
@@ -377,9 +452,9 @@ void conn_close_after_flush(Conn *c, const char *reason) {
         c->closing = true;
         c->close_reason = reason;
         c->closing_since_ms = mono_ms();
-        /* nothing more is read as requests */
-        if (!c->busy) {
-                pool_put(&pool_in, c->in, c->in_cap);
+        /* nothing more is read as messages */
+        if (!c->held) {
+                pool_put(&c->hub->pool_in, c->in, c->in_cap);
                 c->in = NULL;
                 c->in_cap = 0;
         }
@@ -388,16 +463,16 @@ void conn_close_after_flush(Conn *c, const char *reason) {
 }
 
 static void conn_framing_error(Conn *c, VmmError code, const char *msg) {
-        (void) conn_reply_error(c, 0, code, "%s", msg);
-        log_debug("Connection %" PRIu64 " from %s: framing error: %s", c->id, c->peer_str, msg);
+        (void) conn_write_error(c, 0, code, msg);
+        log_debug("Connection %" PRIu64 " from %s: framing error: %s", c->id, c->peer, msg);
         conn_close_after_flush(c, "error");
 }
 
 static void conn_in_compact(Conn *c) {
         if (c->in_head == c->in_len) {
                 c->in_head = c->in_len = 0;
-                if (!c->busy) {
-                        pool_put(&pool_in, c->in, c->in_cap);
+                if (!c->held) {
+                        pool_put(&c->hub->pool_in, c->in, c->in_cap);
                         c->in = NULL;
                         c->in_cap = 0;
                 }
@@ -408,11 +483,33 @@ static void conn_in_compact(Conn *c) {
         }
 }
 
-static void conn_process(Conn *c) {
-        Manager *m = c->manager;
+/* Past the total bound: close the connections that do not read and hold
+ * the most unsent output, largest first, until under it. */
+static void hub_enforce_unsent(ConnHub *h) {
+        while (h->unsent_total > h->max_unsent_total) {
+                Conn *worst = NULL;
+                for (Conn *c = h->conns; c; c = c->next)
+                        if (c->paused && !c->close_pending &&
+                            (!worst || out_pending(c) > out_pending(worst)))
+                                worst = c;
+                if (!worst)
+                        return;
+                log_struct(LOG_NOTICE, &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
+                                                      .peer = worst->peer, .has_conn = true,
+                                                      .conn = worst->id, .admin_uid = -1 },
+                           "Connection %" PRIu64 " from %s does not read its replies (%zu bytes "
+                           "unsent, %" PRIu64 " in all); closing it", worst->id, worst->peer,
+                           out_pending(worst), h->unsent_total);
+                /* its output no longer counts: it will not be sent */
+                h->unsent_total -= out_pending(worst);
+                worst->out_head = worst->out_len = 0;
+                conn_close_later(worst, "error");
+        }
+}
 
+static void conn_process(Conn *c) {
         conn_ref(c);
-        while (!c->dead && !c->closing && !c->busy && !c->paused) {
+        while (!c->dead && !c->closing && !c->held && !c->paused && !c->close_pending) {
                 size_t avail = c->in_len - c->in_head, len = 0;
                 if (avail == 0)
                         break;
@@ -429,8 +526,8 @@ static void conn_process(Conn *c) {
                 if (s == MPSCAN_TOO_LARGE) {
                         char msg[128];
                         snprintf(msg, sizeof msg,
-                                 "message over %zu bytes or nested deeper than %d",
-                                 conn_max_message(c), VMM_MAX_DEPTH);
+                                 "message over %zu bytes or nested deeper than %u",
+                                 c->max_message, c->scan.max_depth);
                         conn_framing_error(c, VMM_E_TOO_LARGE, msg);
                         break;
                 }
@@ -441,9 +538,9 @@ static void conn_process(Conn *c) {
                 c->msg_start = c->consumed;
                 c->consumed += len;
                 c->msg_end = c->consumed;
-                bool after_cutoff = m->shutting_down &&
-                        (!c->shutdown_cutoff_set || c->consumed > c->shutdown_cutoff);
-                rpc_dispatch(c, msg, len, after_cutoff);
+                bool after_cutoff = c->hub->shutting_down &&
+                        (!c->cutoff_set || c->consumed > c->cutoff);
+                c->held = c->ops->message(c, msg, len, after_cutoff, c->userdata);
                 if (c->n_fds > 0 && !c->dead)
                         fds_drop_before(c, c->msg_end);
                 if (out_pending(c) >= OUT_HIGH)
@@ -452,7 +549,7 @@ static void conn_process(Conn *c) {
         if (!c->dead) {
                 if (!c->closing)
                         conn_in_compact(c);
-                if (!c->closing && !c->busy && !c->paused && c->read_eof) {
+                if (!c->closing && !c->held && !c->paused && c->read_eof) {
                         /* the peer is done sending; anything half received is dropped */
                         conn_close_after_flush(c, "eof");
                 }
@@ -464,12 +561,13 @@ static void conn_process(Conn *c) {
                                 conn_update_events(c);
                 }
         }
+        if (c->hub->unsent_total > c->hub->max_unsent_total)
+                hub_enforce_unsent(c->hub);
         conn_unref(c);
 }
 
-/* Register ev (edge-triggered). sd-event re-arms an edge-triggered source
- * on every call, so call it only when the set changes or an edge may have
- * been consumed without reaching EAGAIN. */
+/* Register ev (edge-triggered). Re-register only when the set changes or an
+ * edge may have been consumed without reaching EAGAIN. */
 static void conn_set_events(Conn *c, uint32_t ev) {
         ev |= EPOLLET;
         if (ev & EPOLLIN)
@@ -477,47 +575,53 @@ static void conn_set_events(Conn *c, uint32_t ev) {
         bool rearm = ((ev & EPOLLIN) && c->in_undrained) || ((ev & EPOLLOUT) && c->out_ready);
         if (ev == c->io_events && !rearm)
                 return;
-        if (conn_epoll_ctl(c, EPOLL_CTL_MOD, ev) >= 0)
+        if (hub_epoll_ctl(c, EPOLL_CTL_MOD, ev) >= 0)
                 c->io_events = ev;
 }
 
-static void conn_update_events(Conn *c) {
+static uint32_t wanted_events(Conn *c) {
         uint32_t ev = 0;
 
+        if (c->closing) {
+                if (out_pending(c) > 0)
+                        ev |= EPOLLOUT;
+                else
+                        ev |= EPOLLIN;
+                return ev;
+        }
+        size_t bound = c->max_message + READ_CHUNK;
+        if (!c->paused && !c->read_eof && c->in_len - c->in_head < bound)
+                ev |= EPOLLIN;
+        if (out_pending(c) > 0)
+                ev |= EPOLLOUT;
+        return ev;
+}
+
+static void conn_update_events(Conn *c) {
         if (c->dead)
                 return;
         if (c->paused && out_pending(c) < OUT_LOW) {
                 c->paused = false;
-                if (!c->busy && !c->closing) {
+                if (!c->held && !c->closing) {
                         /* go on with what is buffered */
                         conn_process(c);
                         return;
                 }
         }
-        if (c->closing) {
-                if (out_pending(c) > 0)
-                        ev |= EPOLLOUT;
-                else if (c->read_eof) {
+        if (c->closing && out_pending(c) == 0) {
+                if (c->read_eof) {
                         conn_close(c, c->close_reason ? c->close_reason : "eof");
                         return;
-                } else {
-                        /* all sent: half-close and wait for the peer's EOF
-                         * (closing with unread input would reset the
-                         * connection and could lose the last answers) */
-                        (void) shutdown(c->fd, SHUT_WR);
-                        ev |= EPOLLIN;
                 }
-        } else {
-                size_t bound = conn_max_message(c) + READ_CHUNK;
-                if (!c->paused && !c->read_eof && c->in_len - c->in_head < bound)
-                        ev |= EPOLLIN;
-                if (out_pending(c) > 0)
-                        ev |= EPOLLOUT;
+                /* all sent: half-close and wait for the peer's EOF (closing
+                 * with unread input would reset the connection and could
+                 * lose the last answers) */
+                (void) shutdown(c->fd, SHUT_WR);
         }
-        conn_set_events(c, ev);
+        conn_set_events(c, wanted_events(c));
 }
 
-/* recv() that also takes descriptors sent with SCM_RIGHTS (admin socket). */
+/* recv() that also takes descriptors sent with SCM_RIGHTS. */
 static ssize_t recv_with_fds(Conn *c, uint8_t *buf, size_t len) {
         union {
                 struct cmsghdr align;
@@ -567,7 +671,7 @@ int conn_take_fd(Conn *c) {
         return -1;
 }
 
-/* Close the descriptors that came with messages already dispatched. */
+/* Close the descriptors that came with messages already delivered. */
 static void fds_drop_before(Conn *c, uint64_t offset) {
         size_t i = 0;
         while (i < c->n_fds) {
@@ -579,35 +683,22 @@ static void fds_drop_before(Conn *c, uint64_t offset) {
         }
 }
 
-size_t conn_unsent(Conn *c) {
-        return c->out_len - c->out_head;
-}
-
 void conn_send_soon(Conn *c) {
         if (c->dead)
                 return;
         if (conn_flush(c) < 0) {
-                manager_close_later(c->manager, c, "error");
+                conn_close_later(c, "error");
                 return;
         }
-        uint32_t ev = 0;
-        if (!c->closing) {
-                size_t bound = conn_max_message(c) + READ_CHUNK;
-                if (!c->paused && !c->read_eof && c->in_len - c->in_head < bound)
-                        ev |= EPOLLIN;
-        } else if (out_pending(c) == 0)
-                ev |= EPOLLIN;
-        if (out_pending(c) > 0)
-                ev |= EPOLLOUT;
-        conn_set_events(c, ev);
+        conn_set_events(c, wanted_events(c));
 }
 
 /* Edge-triggered: read until EAGAIN, end of file, or the input bound. */
 static int conn_read(Conn *c) {
         c->in_undrained = true;
         if (c->closing) {
-                /* discard what the peer still sends until its EOF; a
-                 * bounded amount per wake-up (re-armed if more is left) */
+                /* discard what the peer still sends until its EOF; a bounded
+                 * amount per wake-up (re-armed if more is left) */
                 uint8_t sink[4096];
                 for (int i = 0; i < 16; i++) {
                         ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
@@ -628,10 +719,10 @@ static int conn_read(Conn *c) {
                 return 0;
         }
 
-        size_t bound = conn_max_message(c) + READ_CHUNK;
+        size_t bound = c->max_message + READ_CHUNK;
         while (c->in_len - c->in_head < bound) {
                 if (c->in_cap - c->in_len < READ_CHUNK) {
-                        if (c->in_head > 0 && !c->busy) {
+                        if (c->in_head > 0 && !c->held) {
                                 memmove(c->in, c->in + c->in_head, c->in_len - c->in_head);
                                 c->in_len -= c->in_head;
                                 c->in_head = 0;
@@ -641,7 +732,7 @@ static int conn_read(Conn *c) {
                                 while (cap - c->in_len < READ_CHUNK)
                                         cap *= 2;
                                 uint8_t *p = c->in ? realloc(c->in, cap)
-                                                   : pool_get(&pool_in, cap);
+                                                   : pool_get(&c->hub->pool_in, cap);
                                 if (!p)
                                         return -ENOMEM;
                                 c->in = p;
@@ -650,7 +741,7 @@ static int conn_read(Conn *c) {
                 }
                 size_t room = c->in_cap - c->in_len;
                 ssize_t n;
-                if (c->kind == CONN_ADMIN)
+                if (c->unix_fds)
                         n = recv_with_fds(c, c->in + c->in_len, room);
                 else
                         n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
@@ -670,14 +761,13 @@ static int conn_read(Conn *c) {
                 c->in_len += (size_t) n;
                 c->received += (uint64_t) n;
                 c->last_activity_ms = mono_ms();
-                if (c->kind == CONN_TCP && (size_t) n < room && !c->rdhup) {
-                        /* TCP hands over all it has: a short read emptied
-                         * the queue, and what arrives later raises a new
-                         * edge. (Not so on the admin socket: a read stops
-                         * early at bytes that carry descriptors; nor when
-                         * the peer's FIN came with the data: its edge is
-                         * spent, read on to the end of file.) Saves the
-                         * EAGAIN call per request. */
+                if (c->tcp && (size_t) n < room && !c->rdhup) {
+                        /* TCP hands over all it has: a short read emptied the
+                         * queue, and what arrives later raises a new edge. (Not
+                         * so on a Unix socket with descriptors: a read stops
+                         * early at bytes that carry them; nor when the peer's
+                         * FIN came with the data: its edge is spent, read on to
+                         * the end of file.) Saves the EAGAIN call per request. */
                         c->in_undrained = false;
                         return 0;
                 }
@@ -716,8 +806,8 @@ out:
         conn_unref(c);
 }
 
-void conn_request_done(Conn *c) {
-        c->busy = NULL;
+void conn_resume(Conn *c) {
+        c->held = false;
         if (c->dead)
                 return;
         c->last_activity_ms = mono_ms();
@@ -726,14 +816,44 @@ void conn_request_done(Conn *c) {
         conn_process(c);
 }
 
-void conn_kick(Conn *c) {
-        if (!c->dead)
-                conn_process(c);
+/* f on every connection: closing one (or another) does not end the walk. */
+static void hub_foreach(ConnHub *h, void (*f)(Conn *c, uint64_t arg), uint64_t arg) {
+        Conn **all;
+        size_t n = 0;
+
+        if (h->n_conns == 0)
+                return;
+        all = malloc(h->n_conns * sizeof *all);
+        if (!all)
+                return;
+        for (Conn *c = h->conns; c && n < h->n_conns; c = c->next)
+                all[n++] = conn_ref(c);
+        for (size_t i = 0; i < n; i++) {
+                if (!all[i]->dead)
+                        f(all[i], arg);
+                conn_unref(all[i]);
+        }
+        free(all);
 }
 
-void conn_sweep(Conn *c, uint64_t now) {
-        Manager *m = c->manager;
-        uint64_t idle = m->config.idle_timeout_s * 1000;
+static void conn_kick(Conn *c, uint64_t unused) {
+        conn_process(c);
+}
+
+static void conn_sweep(Conn *c, uint64_t now);
+
+void conn_hub_begin_shutdown(ConnHub *h) {
+        h->shutting_down = true;
+        for (Conn *c = h->conns; c; c = c->next) {
+                c->cutoff_set = true;
+                c->cutoff = c->received;
+        }
+        /* what is buffered and arrived before the stop is answered now */
+        hub_foreach(h, conn_kick, 0);
+}
+
+static void conn_sweep(Conn *c, uint64_t now) {
+        ConnHub *h = c->hub;
 
         if (c->dead)
                 return;
@@ -742,28 +862,34 @@ void conn_sweep(Conn *c, uint64_t now) {
                         conn_close(c, c->close_reason ? c->close_reason : "error");
                 return;
         }
-        if (c->partial_since_ms && now - c->partial_since_ms >= idle) {
+        if (c->partial_since_ms && now - c->partial_since_ms >= h->partial_ms) {
                 log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
-                                                    .peer = c->peer_str, .has_conn = true,
+                                                    .peer = c->peer, .has_conn = true,
                                                     .conn = c->id, .admin_uid = -1 },
                            "Connection %" PRIu64 " from %s: message not completed in %" PRIu64
-                           " s, closing", c->id, c->peer_str, m->config.idle_timeout_s);
+                           " s, closing", c->id, c->peer, h->partial_ms / 1000);
                 conn_close(c, "timeout");
                 return;
         }
-        if (!c->attached && !c->busy && c->kind == CONN_TCP && c->in_len == c->in_head &&
-            out_pending(c) == 0 && now - c->last_activity_ms >= idle) {
+        /* idle: no byte in or out for the timeout, and no message being
+         * worked on (a client that pipelines and never reads its replies is
+         * idle too: nothing moves either way) */
+        if (c->idle_ms && !c->held && now - c->last_activity_ms >= c->idle_ms) {
                 log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_CONN_LIMIT,
-                                                    .peer = c->peer_str, .has_conn = true,
+                                                    .peer = c->peer, .has_conn = true,
                                                     .conn = c->id, .admin_uid = -1 },
                            "Connection %" PRIu64 " from %s: idle without a session for %" PRIu64
-                           " s, closing", c->id, c->peer_str, m->config.idle_timeout_s);
+                           " s, closing", c->id, c->peer, c->idle_ms / 1000);
                 conn_close(c, "timeout");
                 return;
         }
-        if (m->shutting_down && !c->busy) {
+        if (h->shutting_down && !c->held) {
                 /* no whole message left that arrived before the stop */
-                if (c->in_len == c->in_head || c->consumed >= c->shutdown_cutoff)
+                if (c->in_len == c->in_head || c->consumed >= c->cutoff)
                         conn_close_after_flush(c, "shutdown");
         }
+}
+
+void conn_hub_sweep(ConnHub *h, uint64_t now) {
+        hub_foreach(h, conn_sweep, now);
 }

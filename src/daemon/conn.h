@@ -1,127 +1,99 @@
 /* SPDX-License-Identifier: MIT */
-/* One client connection: read buffer, bounded pre-scan and decode, in-order
- * execution (one request at a time; pipelined ones wait in the buffer), write
- * buffer with backpressure. */
+/* Layer L2: connections as a transport. Bytes in and out, the bounded
+ * pre-scan that cuts the stream into messages (framing), limits (message
+ * size and depth, half-received messages, idle time, unsent output per
+ * connection and in all), backpressure (a connection that does not read its
+ * replies is not read), one message at a time in order, and closing (at
+ * once, after the output is sent, or later from the loop). What the
+ * messages mean is the owner's business: a connection reports each message
+ * and its end through the ConnOps its owner gave at creation, and never
+ * touches sessions, events or methods.
+ *
+ * All connections of a ConnHub share one epoll instance that is a single
+ * sd-event source: a wake-up serves every ready connection. */
 #pragma once
 
-#include <msgpack.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
-#include <sys/types.h>
 #include <systemd/sd-event.h>
 
-#include "manager.h"
-#include "shared/mpscan.h"
-#include "shared/secret.h"
+#include "vmm/protocol.h"
 
 #define CONN_MAX_FDS 4
 
-typedef struct Request Request;
-typedef struct Peer Peer;
+typedef struct ConnHub ConnHub;
+typedef struct Conn Conn;
 
-typedef enum ConnKind {
-        CONN_TCP,
-        CONN_ADMIN,
-        _CONN_KIND_MAX,
-        _CONN_KIND_INVALID = -1,
-} ConnKind;
+typedef struct ConnOps {
+        /* One whole message (len bytes; valid during the call). after_cutoff:
+         * it arrived after conn_hub_begin_shutdown(). Returns true when the
+         * owner is still working on it: no further message is delivered
+         * until conn_resume(). */
+        bool (*message)(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff,
+                        void *userdata);
+        /* The connection is closed (reason: "eof", "error", "timeout",
+         * "killed", "shutdown", ...). Called once; the Conn stays valid for
+         * those who hold a reference. */
+        void (*closed)(Conn *c, const char *reason, void *userdata);
+} ConnOps;
 
-struct Conn {
-        Manager *manager;
-        unsigned n_ref;
-        Conn *prev, *next;              /* Manager.conns */
-        Conn *att_prev, *att_next;      /* connections attached to one session */
+typedef struct ConnOptions {
+        bool tcp;               /* TCP_NODELAY; trust short reads */
+        bool unix_fds;          /* take descriptors sent with SCM_RIGHTS */
+        size_t max_message;     /* bytes of one message */
+        unsigned max_depth;     /* nesting of one message */
+        const char *peer;       /* "address:port", "uid=N pid=N": for logs */
+} ConnOptions;
 
-        uint64_t id;
-        ConnKind kind;
-        int fd;
-        Peer *peer;
-        char peer_str[64];              /* "address:port" */
-        int64_t since_ms;
-        uint64_t requests;
+int conn_hub_new(sd_event *e, ConnHub **ret);
+/* Closes every connection ("shutdown") and frees the hub. Accepts NULL. */
+ConnHub *conn_hub_free(ConnHub *h);
+/* partial_ms: a half-received message is dropped with its connection after
+ * this long. max_unsent_total: past this much unsent output in all, the
+ * connections that do not read and hold the most are closed. */
+void conn_hub_set_limits(ConnHub *h, uint64_t partial_ms, uint64_t max_unsent_total);
+size_t conn_hub_count(ConnHub *h);
+uint64_t conn_hub_unsent_total(ConnHub *h);
+/* Timeouts, and at shutdown the closing of connections with nothing left to
+ * answer; every connection is looked at. */
+void conn_hub_sweep(ConnHub *h, uint64_t now_mono_ms);
+/* Messages that arrive from now on are marked after_cutoff. */
+void conn_hub_begin_shutdown(ConnHub *h);
+void conn_hub_close_all(ConnHub *h, const char *reason);
 
-        uint8_t *in;                    /* allocated while bytes are pending */
-        size_t in_head, in_len, in_cap;
-        uint8_t *out;
-        size_t out_head, out_len, out_cap;
-        MpScan scan;
-
-        Request *busy;                  /* the request being worked on off the loop */
-        bool closing;                   /* no more requests; flush, shut down, close */
-        bool dead;                      /* fd closed; memory lives until the last ref */
-        bool read_eof;
-        bool paused;                    /* too much unsent output: not reading */
-        /* Edge-triggered epoll (a level-triggered set of 10,000 ready
-         * sockets costs every loop iteration): what is registered, and
-         * whether the last read/write stopped short of EAGAIN (then the
-         * next registration re-arms the edge). */
-        uint32_t io_events;
-        bool in_undrained;
-        bool rdhup;                     /* the last wake-up said: the peer sent its FIN */
-        bool out_ready;
-        bool shutdown_cutoff_set;
-        uint64_t shutdown_cutoff;       /* bytes received before the stop began */
-        uint64_t received;              /* bytes received in all */
-        uint64_t consumed;              /* bytes of whole messages taken */
-        uint64_t last_activity_ms;      /* monotonic */
-        uint64_t partial_since_ms;      /* monotonic; 0 = no half-received message */
-        uint64_t closing_since_ms;
-
-        /* attached session ("connected"); attached == false: anonymous */
-        bool attached;
-        uint8_t session_hash[SECRET_HASH_BYTES];
-        char vm_id[VMM_VM_ID_MAX + 1];
-        const char *close_reason;
-
-        /* admin socket */
-        uid_t uid;
-        pid_t pid;
-        int fds[CONN_MAX_FDS];          /* received with SCM_RIGHTS, oldest first */
-        uint64_t fd_at[CONN_MAX_FDS];   /* stream offset of the bytes each came with */
-        size_t n_fds;
-        uint64_t msg_start, msg_end;    /* stream offsets of the message dispatched */
-        bool watching;                  /* events.watch */
-        Conn *watch_prev, *watch_next;
-        uint64_t event_seq;
-        bool close_pending;             /* closed by manager_close_later() */
-        bool announced;                 /* conn.opened was emitted */
-};
-
-int conn_new(Manager *m, int fd, ConnKind kind, const struct sockaddr *sa, socklen_t salen,
+int conn_new(ConnHub *h, int fd, const ConnOptions *o, const ConnOps *ops, void *userdata,
              Conn **ret);
 Conn *conn_ref(Conn *c);
 Conn *conn_unref(Conn *c);
 
-/* Output */
-int conn_reply_result(Conn *c, uint32_t msgid, const char *data, size_t len);
-int conn_reply_error(Conn *c, uint32_t msgid, VmmError code, const char *fmt, ...)
-        __attribute__((format(printf, 4, 5)));
-/* Append raw bytes to the output */
-int conn_write_raw(Conn *c, const void *data, size_t len);
+uint64_t conn_id(const Conn *c);
+const char *conn_peer(const Conn *c);
+int64_t conn_since(const Conn *c);      /* ms since the epoch */
+bool conn_is_open(const Conn *c);       /* not closed nor closing */
+/* An idle connection (nothing received or sent, no message held) is closed
+ * after ms; 0: never (the default). */
+void conn_set_idle_timeout(Conn *c, uint64_t ms);
 
-/* The in-flight request finished; go on with the buffered input. */
-void conn_request_done(Conn *c);
-
-/* Close at once (reason for logs and events). */
-void conn_close(Conn *c, const char *reason);
-/* Send what is queued, then shut down the sending side and close. */
-void conn_close_after_flush(Conn *c, const char *reason);
-/* Called by the sweep timer: idle/half-message timeouts, shutdown. */
-void conn_sweep(Conn *c, uint64_t now_mono);
-/* Process buffered input (used after shutdown begins). */
-void conn_kick(Conn *c);
-/* Bytes queued and not sent yet. */
-size_t conn_unsent(Conn *c);
-/* Try to send queued output now (no input processing); for notifications. */
+/* Append output. */
+int conn_write(Conn *c, const void *data, size_t len);
+/* An error response [1, msgid, {"code", "message"}, nil]. */
+int conn_write_error(Conn *c, uint32_t msgid, VmmError code, const char *message);
+/* Try to send queued output now (for output not caused by a message). */
 void conn_send_soon(Conn *c);
-/* Take the socket away from c (before conn_close), for a last word. */
-int conn_steal_fd(Conn *c);
-/* Close the connections' epoll instance (at exit, after the last conn). */
-void conn_epoll_done(Manager *m);
-/* Free the buffers kept for reuse (at exit). */
-void conn_pools_free(void);
-/* Take the oldest descriptor sent with the message being dispatched (a
- * descriptor belongs to the request whose bytes it came with; any others
- * are closed once their request is dispatched); -1 if none. */
+size_t conn_unsent(const Conn *c);
+
+/* The message held (ConnOps.message returned true) is done: go on. */
+void conn_resume(Conn *c);
+/* Take the oldest descriptor sent with the message being delivered (a
+ * descriptor belongs to the message whose bytes it came with; others are
+ * closed once their message is delivered); -1 if none. */
 int conn_take_fd(Conn *c);
+
+/* Close at once. */
+void conn_close(Conn *c, const char *reason);
+/* Close from the loop soon, not inside the current callback. */
+void conn_close_later(Conn *c, const char *reason);
+/* Send what is queued, then shut down the sending side and close; nothing
+ * more is read as messages. */
+void conn_close_after_flush(Conn *c, const char *reason);

@@ -6,7 +6,6 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#include <unistd.h>
 
 #include "jobs.h"
 #include "log.h"
@@ -36,6 +35,7 @@ struct Jobs {
         pthread_t writer;
         bool writer_started;
 
+        unsigned hash_waiting, hash_queue_max;      /* under lock */
         uint64_t pending;      /* loop thread only */
         JobsStats stats;       /* under lock */
 };
@@ -83,6 +83,8 @@ static void *hash_thread(void *userdata) {
         pthread_mutex_lock(&js->lock);
         for (;;) {
                 Job *j = queue_pop(&js->hash_q);
+                if (j)
+                        js->hash_waiting--;
                 if (!j) {
                         if (js->stopping)
                                 break;
@@ -99,68 +101,9 @@ static void *hash_thread(void *userdata) {
         return NULL;
 }
 
-/* Runs one batch: every job in its own nested transaction, one durable commit
- * for all. On a full map the batch is rolled back, the map grown, and the
- * batch run again; a job that fills the map at its maximum fails alone. */
-static void writer_run_batch(Jobs *js, Job **batch, size_t n) {
-        int r;
-
-        for (;;) {
-                StoreTxn *top = NULL;
-                bool retry = false;
-
-                r = store_write_begin(js->store, &top);
-                if (r < 0) {
-                        for (size_t i = 0; i < n; i++)
-                                if (!batch[i]->failed_final)
-                                        batch[i]->result = r;
-                        return;
-                }
-                for (size_t i = 0; i < n && !retry; i++) {
-                        Job *j = batch[i];
-                        StoreTxn *child = NULL;
-
-                        if (j->failed_final)
-                                continue;
-                        r = store_child_begin(top, &child);
-                        if (r >= 0) {
-                                r = j->write(j, child);
-                                if (r >= 0) {
-                                        int q = store_commit(child);
-                                        if (q < 0)
-                                                r = q;
-                                } else
-                                        store_abort(child);
-                        }
-                        if (r == -ENOSPC) {
-                                store_abort(top);
-                                top = NULL;
-                                int g = store_grow(js->store);
-                                if (g < 0) {
-                                        if (g != -ENOSPC)
-                                                log_warning_errno(g, "Cannot grow the database map: %s",
-                                                                  strerror(-g));
-                                        j->failed_final = true;
-                                        j->result = -ENOSPC;
-                                } else
-                                        log_info("Database map grown");
-                                retry = true;
-                                break;
-                        }
-                        j->result = r;
-                }
-                if (retry)
-                        continue;
-
-                r = store_commit(top);
-                if (r == -ENOSPC && store_grow(js->store) >= 0)
-                        continue;
-                if (r < 0)
-                        for (size_t i = 0; i < n; i++)
-                                if (!batch[i]->failed_final && batch[i]->result >= 0)
-                                        batch[i]->result = r;
-                return;
-        }
+static int writer_run_one(void *item, StoreTxn *t) {
+        Job *j = item;
+        return j->write(j, t);
 }
 
 static void *writer_thread(void *userdata) {
@@ -181,14 +124,14 @@ static void *writer_thread(void *userdata) {
                 }
                 pthread_mutex_unlock(&js->lock);
 
-                for (size_t i = 0; i < n; i++) {
-                        batch[i]->failed_final = false;
-                        batch[i]->result = 0;
-                }
-                writer_run_batch(js, batch, n);
+                int results[BATCH_MAX];
+                int commits = store_write_batch(js->store, (void *const *) batch, n,
+                                                writer_run_one, results);
+                for (size_t i = 0; i < n; i++)
+                        batch[i]->result = results[i];
 
                 pthread_mutex_lock(&js->lock);
-                js->stats.commits++;
+                js->stats.commits += commits > 0 ? (uint64_t) commits : 0;
                 js->stats.writes += n;
                 if (n > js->stats.max_batch)
                         js->stats.max_batch = n;
@@ -223,7 +166,8 @@ static int on_done(sd_event_source *s, int fd, uint32_t revents, void *userdata)
         return 0;
 }
 
-int jobs_new(sd_event *e, Store *store, unsigned hash_workers, Jobs **ret) {
+int jobs_new(sd_event *e, Store *store, unsigned hash_workers, unsigned hash_queue_max,
+             Jobs **ret) {
         Jobs *js;
         int r;
 
@@ -232,6 +176,7 @@ int jobs_new(sd_event *e, Store *store, unsigned hash_workers, Jobs **ret) {
                 return -ENOMEM;
         js->store = store;
         js->efd = -1;
+        js->hash_queue_max = hash_queue_max ? hash_queue_max : 1;
         pthread_mutex_init(&js->lock, NULL);
         pthread_cond_init(&js->hash_cond, NULL);
         pthread_cond_init(&js->write_cond, NULL);
@@ -273,6 +218,7 @@ fail:
 Jobs *jobs_free(Jobs *js) {
         if (!js)
                 return NULL;
+        jobs_drop_hashes(js);
         /* a backup whose reader never drains would keep us here */
         atomic_store(&js->cancel, true);
         pthread_mutex_lock(&js->lock);
@@ -299,11 +245,51 @@ Jobs *jobs_free(Jobs *js) {
         return NULL;
 }
 
-void jobs_submit_hash(Jobs *js, Job *j) {
-        js->pending++;
+int jobs_submit_hash(Jobs *js, Job *j) {
         pthread_mutex_lock(&js->lock);
+        if (js->hash_waiting >= js->hash_queue_max) {
+                js->stats.hashes_refused++;
+                pthread_mutex_unlock(&js->lock);
+                return -EAGAIN;
+        }
+        js->hash_waiting++;
         queue_push(&js->hash_q, j);
         pthread_cond_signal(&js->hash_cond);
+        pthread_mutex_unlock(&js->lock);
+        js->pending++;
+        return 0;
+}
+
+bool jobs_cancel_hash(Jobs *js, Job *job) {
+        bool found = false;
+
+        pthread_mutex_lock(&js->lock);
+        for (Job **p = &js->hash_q.head, *prev = NULL; *p; prev = *p, p = &(*p)->next)
+                if (*p == job) {
+                        *p = job->next;
+                        if (js->hash_q.tail == job)
+                                js->hash_q.tail = prev;
+                        js->hash_waiting--;
+                        js->stats.hashes_dropped++;
+                        job->result = -ECANCELED;
+                        jobs_complete_locked(js, job);
+                        found = true;
+                        break;
+                }
+        pthread_mutex_unlock(&js->lock);
+        return found;
+}
+
+void jobs_drop_hashes(Jobs *js) {
+        Job *j;
+
+        pthread_mutex_lock(&js->lock);
+        while ((j = queue_pop(&js->hash_q))) {
+                js->hash_waiting--;
+                js->stats.hashes_dropped++;
+                j->result = -ECANCELED;
+                jobs_complete_locked(js, j);
+        }
         pthread_mutex_unlock(&js->lock);
 }
 

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Work that leaves the event loop: password hashing on a small pool of
- * threads, and durable writes on one writer thread that gathers the writes
- * of many connections into one LMDB commit (group commit). Finished jobs come
- * back to the loop through an eventfd and their done() runs there. */
+/* Layer L1: work that leaves the event loop. Password hashing runs on a
+ * small pool of threads behind a bounded queue; durable writes run on one
+ * writer thread that gathers the writes of many requests into one commit
+ * (group commit, store_write_batch). Finished jobs come back to the loop
+ * through an eventfd and their done() runs there. Knows nothing of
+ * connections or requests: a Job is embedded in whatever submits it. */
 #pragma once
 
 #include <stdatomic.h>
@@ -19,32 +21,43 @@ struct Job {
         Job *next;
         /* pool thread: returns the result passed to done() */
         int (*hash)(Job *j);
-        /* writer thread, inside a nested transaction of the batch; a negative
-         * return aborts this job's changes only. May run more than once if the
-         * batch is retried (after the map grew): it must start from what the
-         * transaction shows, not from its own earlier run. */
+        /* writer thread, inside a savepoint of the batch's transaction; a
+         * negative return undoes this job's changes only. May run more than
+         * once when the batch is run again (after the store made room): it
+         * must start from what the transaction shows, not from its earlier
+         * run. */
         int (*write)(Job *j, StoreTxn *t);
         /* loop thread */
         void (*done)(Job *j, int r);
         int result;
-        bool failed_final;      /* writer: excluded from a retried batch */
 };
 
 typedef struct JobsStats {
-        uint64_t commits, writes, hashes;
+        uint64_t commits, writes, hashes, hashes_refused, hashes_dropped;
         uint64_t max_batch;
 } JobsStats;
 
-int jobs_new(sd_event *e, Store *store, unsigned hash_workers, Jobs **ret);
-/* Stops the threads after the queued work is done and runs the remaining done()
+/* hash_queue_max: hash jobs waiting at most (over it jobs_submit_hash
+ * refuses). */
+int jobs_new(sd_event *e, Store *store, unsigned hash_workers, unsigned hash_queue_max,
+             Jobs **ret);
+/* Drops waiting hash jobs (their done() gets -ECANCELED), lets the writer
+ * finish what is queued, stops the threads and runs the remaining done()
  * callbacks. */
 Jobs *jobs_free(Jobs *j);
 
-void jobs_submit_hash(Jobs *j, Job *job);
+/* -EAGAIN (nothing queued) when hash_queue_max jobs already wait. */
+int jobs_submit_hash(Jobs *j, Job *job);
 void jobs_submit_write(Jobs *j, Job *job);
 /* Run job->hash on a thread of its own (long work such as a backup, which
  * must not hold up logins); done() comes back to the loop as usual. */
 int jobs_submit_thread(Jobs *j, Job *job);
+/* A hash job that is still waiting ends with -ECANCELED (its requester is
+ * gone); true if it was waiting. */
+bool jobs_cancel_hash(Jobs *j, Job *job);
+/* Waiting hash jobs end with -ECANCELED (a stop must not wait for a flood
+ * of logins); the ones being hashed finish. */
+void jobs_drop_hashes(Jobs *j);
 /* Becomes true when the jobs are being torn down: a thread job polls it and
  * gives up (the daemon's stop must not wait for a stuck peer). */
 const atomic_bool *jobs_cancel_flag(Jobs *js);

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* Listening sockets: bound from flags (TCP), later also received from
- * systemd by name. Each accepts into a Conn of its kind. */
+/* Layer L5: listening sockets, bound from flags (TCP, the admin socket) or
+ * received from systemd by name, and the accepting: admission (limits,
+ * credentials), a Client for each connection and the wiring of its
+ * connection's callbacks. */
 #pragma once
 
 #include <systemd/sd-event.h>
 
-#include "conn.h"
+#include "manager.h"
 
 struct Listener {
         Manager *manager;
         int fd;
-        ConnKind kind;
+        SocketKind kind;
         char address[128];
         sd_event_source *source;
         sd_event_source *retry;         /* accept paused after EMFILE */
@@ -25,6 +27,19 @@ int listener_bind_unix(Manager *m, const char *path, Listener *l);
 /* A socket passed by systemd: checked to be a listening stream socket of the
  * right family for kind (TCP: AF_INET/AF_INET6; admin: AF_UNIX). Never
  * unlinked by us. */
-int listener_adopt(Manager *m, int fd, ConnKind kind, const char *name, Listener *l);
+int listener_adopt(Manager *m, int fd, SocketKind kind, const char *name, Listener *l);
 int listener_start(Listener *l);
 void listener_stop(Listener *l);    /* stops accepting and closes the socket */
+
+/* The listeners: sockets from systemd by name (client, admin), else bound
+ * from the flags; the admin group and users group looked up. A socket of
+ * systemd's that cannot be used is -ENOTCONN (a configuration error). */
+int listen_setup(Manager *m);
+
+/* A connection on fd becomes a Client of the manager (accepted, or made by
+ * a test). sa: the peer's address (TCP) or NULL (admin socket: uid, pid). */
+int client_new(Manager *m, int fd, SocketKind kind, const struct sockaddr *sa, socklen_t salen,
+               uid_t uid, pid_t pid, int peer_role, const char *login, Client **ret);
+/* The descriptor kept in reserve, so that running out of descriptors never
+ * locks out the admin socket. */
+void listen_reserve_fd(Manager *m);

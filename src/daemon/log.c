@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,8 @@
 
 #include "log.h"
 
-static int log_max_level = LOG_INFO;
+/* read by every thread, set by the loop at a reload */
+static atomic_int log_max_level = LOG_INFO;
 static bool use_journal;
 
 void log_open(void) {
@@ -36,8 +38,8 @@ bool log_to_journal(void) {
 static void journal_write(int prio, const LogFields *f, const char *file, int line,
                           const char *func, const char *msg) {
         char b_msg[2100], b_prio[32], b_file[300], b_line[32], b_func[128], b_mid[64],
-                b_vm[96], b_peer[128], b_conn[48], b_uid[48], b_err[96];
-        struct iovec iov[13];
+                b_vm[96], b_user[96], b_peer[128], b_conn[48], b_uid[48], b_err[96];
+        struct iovec iov[14];
         int n = 0;
 
 #define ADD(buf, ...) do { \
@@ -55,6 +57,8 @@ static void journal_write(int prio, const LogFields *f, const char *file, int li
                 ADD(b_mid, "MESSAGE_ID=%s", f->message_id);
         if (f && f->vm_id)
                 ADD(b_vm, "VMMD_VM_ID=%s", f->vm_id);
+        if (f && f->user)
+                ADD(b_user, "VMMD_USER=%s", f->user);
         if (f && f->peer)
                 ADD(b_peer, "VMMD_PEER=%s", f->peer);
         if (f && f->has_conn)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Daemon logging: plain lines with a <N> syslog priority prefix on stderr.
- * User-supplied strings are quoted by the caller with log_quote(). */
+/* Layer L0 (daemon): logging, natively to the journal or as plain lines with
+ * a <N> syslog priority prefix on stderr. User-supplied strings are quoted by the caller with log_quote(). */
 #pragma once
 
 #include <stdbool.h>
@@ -20,11 +20,13 @@
 #define LOG_MID_ADMIN_CHANGE  "36f69eb635004265b996f2534663f93b"
 #define LOG_MID_CONN_LIMIT    "e3346840b1004f078973a62bb2577502"
 #define LOG_MID_RELOADED      "0b58005a6a9545d386436880c834ad0e"
+#define LOG_MID_BOOKING       "5d1f0c8e2b7a4c6f9e3d8a1b4c7e2f90"
 
 /* Structured fields of one log record (journal); unset ones are left out. */
 typedef struct LogFields {
         const char *message_id;
         const char *vm_id;       /* VMMD_VM_ID */
+        const char *user;        /* VMMD_USER */
         const char *peer;        /* VMMD_PEER */
         uint64_t conn;           /* VMMD_CONN, when has_conn */
         bool has_conn;

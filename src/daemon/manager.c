@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <grp.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,51 +17,22 @@
 #include <systemd/sd-daemon.h>
 
 #include "build-config.h"
-#include "conn.h"
 #include "listen.h"
 #include "log.h"
-#include "methods.h"
 #include "manager.h"
-#include "rpc.h"
+#include "methods.h"
+#include "methods-booking.h"
+#include "methods-monitor.h"
+#include "shared/clock.h"
+#include "shared/fsutil.h"
 #include "shared/macro.h"
 
 #define SWEEP_USEC       (250 * 1000ull)
 #define SHUTDOWN_TICK_USEC (50 * 1000ull)
 #define SHUTDOWN_DEADLINE_MS 8000ull
+#define LOCK_FILE "vmmd.lock"
 
-void client_methods_init(Manager *m);
 static int status_update(Manager *m, bool force);
-
-int64_t now_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint64_t mono_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
-static int mkdir_p(const char *path, mode_t mode) {
-        char buf[4096];
-        size_t n = strlen(path);
-
-        if (n == 0 || n >= sizeof buf)
-                return -EINVAL;
-        memcpy(buf, path, n + 1);
-        for (size_t i = 1; i <= n; i++) {
-                if (buf[i] != '/' && buf[i] != '\0')
-                        continue;
-                char saved = buf[i];
-                buf[i] = '\0';
-                if (mkdir(buf, i == n ? mode : 0755) < 0 && errno != EEXIST)
-                        return -errno;
-                buf[i] = saved;
-        }
-        return 0;
-}
 
 /* $STATE_DIRECTORY, /var/lib/vmmd for root, else $XDG_STATE_HOME/vmmd. */
 static int default_state_dir(char *buf, size_t len) {
@@ -93,33 +66,59 @@ static int default_state_dir(char *buf, size_t len) {
         return 0;
 }
 
-/* The admin socket path: --admin-socket, $RUNTIME_DIRECTORY/admin.sock,
- * /run/vmmd/admin.sock for root, else $XDG_RUNTIME_DIR/vmmd/admin.sock.
- * Returns 1 with a path, 0 when there is none. */
-static int default_admin_socket(Manager *m, char *buf, size_t len) {
-        const char *e;
+/* One vmmd per state directory: a lock held while it runs, with its pid
+ * inside for the message of a second one. */
+static int lock_state_dir(Manager *m) {
+        char path[4200], pid[32] = "";
+        int fd;
 
-        if (m->config.admin_socket) {
-                snprintf(buf, len, "%s", m->config.admin_socket);
-                return 1;
+        snprintf(path, sizeof path, "%s/%s", m->state_dir, LOCK_FILE);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return log_error_errno(errno, "Cannot open %s: %s", path, strerror(errno));
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                int r = -errno;
+                ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+                pid[n > 0 ? n : 0] = '\0';
+                pid[strcspn(pid, "\n")] = '\0';
+                close(fd);
+                if (r == -EWOULDBLOCK || r == -EAGAIN)
+                        return log_error_errno(EBUSY, "The state directory %s is in use by "
+                                               "vmmd pid %s; not starting a second daemon on it",
+                                               m->state_dir, pid[0] ? pid : "(unknown)");
+                return log_error_errno(r, "Cannot lock %s: %s", path, strerror(-r));
         }
-        e = getenv("RUNTIME_DIRECTORY");
-        if (e && *e == '/') {
-                const char *colon = strchr(e, ':');
-                int n = colon ? (int) (colon - e) : (int) strlen(e);
-                snprintf(buf, len, "%.*s/admin.sock", n, e);
-                return 1;
-        }
-        if (geteuid() == 0) {
-                snprintf(buf, len, "/run/vmmd/admin.sock");
-                return 1;
-        }
-        e = getenv("XDG_RUNTIME_DIR");
-        if (e && *e == '/') {
-                snprintf(buf, len, "%s/vmmd/admin.sock", e);
-                return 1;
-        }
+        snprintf(pid, sizeof pid, "%d\n", (int) getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
+                log_warning("Cannot write the pid to %s: %s", path, strerror(errno));
+        m->lock_fd = fd;
         return 0;
+}
+
+/* Room for every connection: the soft limit up to the hard one. */
+static void raise_fd_limit(Manager *m) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        if (rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                (void) setrlimit(RLIMIT_NOFILE, &rl);
+                (void) getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        /* connections, the listeners, the database, the journal, threads */
+        if (rl.rlim_cur != RLIM_INFINITY && m->config.max_connections + 64 > rl.rlim_cur)
+                log_warning("max_connections is %" PRIu64 " but only %llu descriptors are "
+                            "allowed (RLIMIT_NOFILE): connections past about %llu will be "
+                            "refused; raise LimitNOFILE= or lower max_connections",
+                            m->config.max_connections, (unsigned long long) rl.rlim_cur,
+                            (unsigned long long) (rl.rlim_cur > 64 ? rl.rlim_cur - 64 : 0));
+}
+
+static int manager_reload(Manager *m, char *errbuf, size_t errlen);
+
+static void hook_shutdown(Manager *m, const char *why) {
+        manager_begin_shutdown(m, why);
 }
 
 int manager_new(Manager **ret, Config *config) {
@@ -130,20 +129,26 @@ int manager_new(Manager **ret, Config *config) {
                 return -ENOMEM;
         m->config = *config;
         *config = (Config) { 0 };
+        m->lock_fd = m->reserve_fd = -1;
         m->started_at_ms = now_ms();
         m->started_mono_ms = mono_ms();
+        m->hooks.shutdown = hook_shutdown;
+        m->hooks.reload = manager_reload;
 
-        r = sd_event_default(&m->event);
-        if (r < 0)
-                goto fail;
-        r = sessions_new(&m->sessions);
-        if (r < 0)
-                goto fail;
+        r = sd_event_new(&m->event);
+        if (r >= 0)
+                r = sessions_new(&m->sessions);
+        if (r >= 0)
+                r = conn_hub_new(m->event, &m->hub);
+        if (r >= 0)
+                r = events_new(m, &m->events);
+        if (r < 0) {
+                manager_free(m);
+                return r;
+        }
+        conn_hub_set_limits(m->hub, m->config.idle_timeout_s * 1000, m->config.max_unsent_total);
         *ret = m;
         return 0;
-fail:
-        manager_free(m);
-        return r;
 }
 
 Manager *manager_free(Manager *m) {
@@ -152,47 +157,46 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_listeners; i++)
                 listener_stop(&m->listeners[i]);
         free(m->listeners);
-        while (m->conns)
-                conn_close(m->conns, "shutdown");
-        conn_epoll_done(m);
-        /* finish queued writes (their done() may touch sessions) */
+        if (m->hub)
+                conn_hub_close_all(m->hub, "shutdown");
+        /* finish queued writes (their done() may touch sessions and events) */
         m->jobs = jobs_free(m->jobs);
+        m->bookings = bookings_free(m->bookings);
+        m->monitor = monitor_free(m->monitor);
+        m->events = events_free(m->events);
+        m->hub = conn_hub_free(m->hub);
         m->sweep_timer = sd_event_source_disable_unref(m->sweep_timer);
         m->purge_timer = sd_event_source_disable_unref(m->purge_timer);
         m->shutdown_timer = sd_event_source_disable_unref(m->shutdown_timer);
-        m->close_later_source = sd_event_source_disable_unref(m->close_later_source);
         m->sigterm_source = sd_event_source_disable_unref(m->sigterm_source);
         m->sigint_source = sd_event_source_disable_unref(m->sigint_source);
         m->sighup_source = sd_event_source_disable_unref(m->sighup_source);
         m->watchdog_timer = sd_event_source_disable_unref(m->watchdog_timer);
         m->sessions = sessions_free(m->sessions);
         m->store = store_close(m->store);
+        method_table_done(&m->methods);
+        vm_cache_free(m->vm_cache);
         m->event = sd_event_unref(m->event);
         secret_wipe(m->hash_key, sizeof m->hash_key);
+        if (m->lock_fd >= 0)
+                (void) close(m->lock_fd);
+        if (m->reserve_fd >= 0)
+                (void) close(m->reserve_fd);
         config_done(&m->config);
         free(m);
-        conn_pools_free();
-        client_vm_cache_free();
         return NULL;
 }
+
+/* ---- timers ---- */
 
 static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         uint64_t now = mono_ms();
-        static uint64_t last_gc;
 
-        for (Conn *c = m->conns, *next; c; c = next) {
-                next = c->next;
-                conn_ref(c);
-                conn_sweep(c, now);
-                next = c->dead ? NULL : c->next;
-                conn_unref(c);
-                if (!next)
-                        break;
-        }
+        conn_hub_sweep(m->hub, now);
         (void) status_update(m, false);
-        if (now - last_gc > 60000) {
-                last_gc = now;
+        if (now - m->last_gc_ms > 60000) {
+                m->last_gc_ms = now;
                 sessions_peers_gc(m->sessions, now_ms());
         }
         (void) sd_event_source_set_time_relative(s, SWEEP_USEC);
@@ -205,24 +209,16 @@ static int on_purge(sd_event_source *s, uint64_t usec, void *userdata) {
         uint64_t every = MIN(MAX(ttl_us / 4, 1000000ull), 60000000ull);
 
         if (!m->shutting_down)
-                client_sessions_purge(m);
+                session_purge(m);
         (void) sd_event_source_set_time_relative(s, every);
         return 0;
 }
 
 static int on_shutdown_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
-        uint64_t now = mono_ms();
 
-        for (Conn *c = m->conns, *next; c; c = next) {
-                conn_ref(c);
-                conn_sweep(c, now);
-                next = c->dead ? NULL : c->next;
-                conn_unref(c);
-                if (!next)
-                        break;
-        }
-        if (m->n_conns == 0 && jobs_pending(m->jobs) == 0) {
+        conn_hub_sweep(m->hub, mono_ms());
+        if (conn_hub_count(m->hub) == 0 && jobs_pending(m->jobs) == 0) {
                 sd_event_exit(m->event, 0);
                 return 0;
         }
@@ -233,39 +229,11 @@ static int on_shutdown_tick(sd_event_source *s, uint64_t usec, void *userdata) {
 static int on_shutdown_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
-        log_warning("Stopping: %" PRIu64 " connections still busy after %llu s; closing them",
-                    m->n_conns, SHUTDOWN_DEADLINE_MS / 1000);
-        while (m->conns)
-                conn_close(m->conns, "shutdown");
+        log_warning("Stopping: %zu connections still busy after %llu s; closing them",
+                    conn_hub_count(m->hub), SHUTDOWN_DEADLINE_MS / 1000);
+        conn_hub_close_all(m->hub, "shutdown");
         sd_event_exit(m->event, 0);
         return 0;
-}
-
-static int on_close_later(sd_event_source *s, void *userdata) {
-        Manager *m = userdata;
-
-        for (bool again = true; again;) {
-                again = false;
-                for (Conn *c = m->conns; c; c = c->next)
-                        if (c->close_pending) {
-                                conn_close(c, c->close_reason ? c->close_reason : "killed");
-                                again = true;
-                                break;
-                        }
-        }
-        return 0;
-}
-
-void manager_close_later(Manager *m, Conn *c, const char *reason) {
-        if (c->dead || c->close_pending)
-                return;
-        c->close_pending = true;
-        c->close_reason = reason;
-        if (!m->close_later_source) {
-                if (sd_event_add_defer(m->event, &m->close_later_source, on_close_later, m) < 0)
-                        return;
-        }
-        (void) sd_event_source_set_enabled(m->close_later_source, SD_EVENT_ONESHOT);
 }
 
 void manager_begin_shutdown(Manager *m, const char *why) {
@@ -276,10 +244,9 @@ void manager_begin_shutdown(Manager *m, const char *why) {
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         for (size_t i = 0; i < m->n_listeners; i++)
                 listener_stop(&m->listeners[i]);
-        for (Conn *c = m->conns; c; c = c->next) {
-                c->shutdown_cutoff_set = true;
-                c->shutdown_cutoff = c->received;
-        }
+        /* a flood of logins does not hold up the stop */
+        jobs_drop_hashes(m->jobs);
+        conn_hub_begin_shutdown(m->hub);
         (void) sd_event_add_time_relative(m->event, &m->shutdown_timer, CLOCK_MONOTONIC,
                                           SHUTDOWN_TICK_USEC, 0, on_shutdown_tick, m);
         (void) sd_event_source_set_enabled(m->shutdown_timer, SD_EVENT_ON);
@@ -293,89 +260,6 @@ void manager_begin_shutdown(Manager *m, const char *why) {
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
         Manager *m = userdata;
         manager_begin_shutdown(m, si->ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
-        return 0;
-}
-
-static bool streq(const char *a, const char *b) {
-        return strcmp(a, b) == 0;
-}
-
-/* Sockets from systemd by name (client, admin), else bound from the flags. */
-static int manager_listen(Manager *m) {
-        char **names = NULL;
-        int n, r = 0;
-
-        struct group *gr = getgrnam(m->config.admin_group ? m->config.admin_group : "vmmd");
-        if (gr) {
-                m->admin_gid = gr->gr_gid;
-                m->admin_gid_valid = true;
-        } else if (m->config.admin_group)
-                log_warning("Admin group '%s' does not exist; only root and uid %u may use the "
-                            "admin socket", m->config.admin_group, (unsigned) geteuid());
-
-        n = sd_listen_fds_with_names(true, &names);
-        if (n < 0)
-                return log_error_errno(n, "Cannot take sockets from systemd: %s", strerror(-n));
-        if (n > 0) {
-                bool have_admin = false;
-                m->listeners = calloc((size_t) n, sizeof(Listener));
-                if (!m->listeners)
-                        r = -ENOMEM;
-                for (int i = 0; r >= 0 && i < n; i++) {
-                        int fd = SD_LISTEN_FDS_START + i;
-                        const char *name = names && names[i] ? names[i] : "unknown";
-                        ConnKind kind;
-                        if (streq(name, "client"))
-                                kind = CONN_TCP;
-                        else if (streq(name, "admin")) {
-                                if (have_admin) {
-                                        r = log_error_errno(EINVAL, "systemd passed more than one "
-                                                            "'admin' socket; refusing to start");
-                                        break;
-                                }
-                                have_admin = true;
-                                kind = CONN_ADMIN;
-                        } else {
-                                r = log_error_errno(EINVAL, "systemd passed a socket named '%s' "
-                                                    "(fd %d); expected 'client' or 'admin' "
-                                                    "(FileDescriptorName=); refusing to start",
-                                                    name, fd);
-                                break;
-                        }
-                        r = listener_adopt(m, fd, kind, name, &m->listeners[m->n_listeners]);
-                        if (r >= 0)
-                                m->n_listeners++;
-                }
-                for (int i = 0; names && i < n; i++)
-                        free(names[i]);
-                free(names);
-                if (r < 0)
-                        return r;
-                m->socket_activated = true;
-                if (m->config.n_listen > 0 || m->config.admin_socket)
-                        log_notice("Sockets passed by systemd; --listen/--admin-socket ignored");
-                return 0;
-        }
-
-        size_t nl = m->config.n_listen ? m->config.n_listen : 1;
-        m->listeners = calloc(nl + 1, sizeof(Listener));
-        if (!m->listeners)
-                return -ENOMEM;
-        for (size_t i = 0; i < nl; i++) {
-                const char *a = m->config.n_listen ? m->config.listen[i] : "127.0.0.1:7707";
-                r = listener_bind_tcp(m, a, &m->listeners[m->n_listeners]);
-                if (r < 0)
-                        return r;
-                m->n_listeners++;
-        }
-        char admin_path[4096];
-        if (default_admin_socket(m, admin_path, sizeof admin_path) > 0) {
-                r = listener_bind_unix(m, admin_path, &m->listeners[m->n_listeners]);
-                if (r < 0)
-                        return r;
-                m->n_listeners++;
-        } else
-                log_warning("No admin socket: set --admin-socket or XDG_RUNTIME_DIR");
         return 0;
 }
 
@@ -407,7 +291,7 @@ static int status_update(Manager *m, bool force) {
 }
 
 /* The watchdog is fed only while the loop runs (this is a timer on it) and
- * a trivial LMDB read succeeds. */
+ * a trivial read of the database succeeds. */
 static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         StoreTxn *t = NULL;
@@ -426,59 +310,129 @@ static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static int on_reload(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        Manager *m = userdata;
-        Config c;
+/* ---- reload ---- */
+
+static int manager_reload(Manager *m, char *errbuf, size_t errlen) {
         struct timespec ts;
+        Config c;
+        int r;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
                           (unsigned long long) ts.tv_sec * 1000000ull +
                                   (unsigned long long) ts.tv_nsec / 1000);
-        int r = config_load(m->argc, m->argv, &c);
-        if (r != 0)
-                log_warning("Reloading the configuration failed; keeping the old settings");
+        r = config_reload(m->argc, m->argv, &c, errbuf, errlen);
+        if (r < 0)
+                log_warning("Reloading the configuration failed, the old settings stay: %s",
+                            errbuf);
         else {
+                /* what applies at once; the rest (sockets, state directory,
+                 * workers, map size) needs a restart */
                 m->config.log_level = c.log_level;
                 m->config.idle_timeout_s = c.idle_timeout_s;
                 m->config.max_connections = c.max_connections;
                 m->config.max_connections_per_peer = c.max_connections_per_peer;
+                m->config.max_unsent_total = c.max_unsent_total;
                 m->config.auth_failures_per_minute = c.auth_failures_per_minute;
+                m->config.registrations_per_minute = c.registrations_per_minute;
+                m->config.hashes_per_peer = c.hashes_per_peer;
                 m->config.sessions_per_vm = c.sessions_per_vm;
-                m->config.registration_open = c.registration_open;
+                m->config.registration = c.registration;
+                m->config.vm_visibility = c.vm_visibility;
+                m->config.tcp_admin = c.tcp_admin;
                 m->config.session_ttl_s = c.session_ttl_s;
+                m->config.booking_max_hours = c.booking_max_hours;
+                m->config.bookings_per_user = c.bookings_per_user;
+                m->config.booking_warn_minutes = c.booking_warn_minutes;
+                m->config.heartbeat_timeout_s = c.heartbeat_timeout_s;
                 log_set_level(c.log_level);
+                conn_hub_set_limits(m->hub, c.idle_timeout_s * 1000, c.max_unsent_total);
                 config_done(&c);
-                log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_RELOADED, .admin_uid = -1 },
+                log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_RELOADED,
+                                                    .admin_uid = -1 },
                            "Configuration reloaded (registration %s, session TTL %" PRIu64 " s)",
-                           m->config.registration_open ? "open" : "closed",
+                           registration_to_string(m->config.registration),
                            m->config.session_ttl_s);
+                bookings_changed(m);
         }
         m->status_last[0] = '\0';
         (void) sd_notify(false, "READY=1");
         (void) status_update(m, true);
+        return r;
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        char err[600];
+        (void) manager_reload(userdata, err, sizeof err);
         return 0;
 }
 
-int manager_open_store(Manager *m) {
+/* ---- start ---- */
+
+static int build_method_table(Manager *m) {
+        const Method *const *lists[] = {
+                session_methods, vm_methods, list_methods, admin_methods, user_methods,
+                group_methods, booking_methods, catalog_methods, monitor_methods,
+        };
+        const size_t sizes[] = {
+                n_session_methods, n_vm_methods, n_list_methods, n_admin_methods, n_user_methods,
+                n_group_methods, n_booking_methods, n_catalog_methods, n_monitor_methods,
+        };
+        return method_table_build(lists, sizes, ELEMENTSOF(lists), &m->methods);
+}
+
+static int open_store(Manager *m, bool no_sync) {
         char err[512] = "";
+        unsigned upgraded = 0;
+        StoreStats st;
+        StoreTxn *t = NULL;
         int r;
 
         StoreOptions so = {
                 .dir = m->state_dir,
                 .map_size_max = m->config.map_size_max,
+                .event_history = m->config.event_history,
+                .no_sync = no_sync,
         };
-        r = store_open(&so, &m->store, err, sizeof err);
+        r = store_open(&so, &m->store, &upgraded, err, sizeof err);
         if (r < 0)
                 return log_error_errno(r, "Cannot open the database in %s: %s", m->state_dir,
                                        err[0] ? err : strerror(-r));
+        if (upgraded)
+                log_notice("Database %s upgraded from schema version %u to %d",
+                           store_path(m->store), upgraded, STORE_SCHEMA_VERSION);
         store_hash_key(m->store, m->hash_key);
+        r = store_read_begin(m->store, &t);
+        if (r >= 0) {
+                r = store_stats(t, &st);
+                store_read_end(t);
+        }
+        if (r < 0)
+                return log_error_errno(r, "Cannot read the database: %s", strerror(-r));
+        events_set_last(m->events, st.feed_last);
 
-        r = jobs_new(m->event, m->store, (unsigned) m->config.hash_workers, &m->jobs);
+        r = jobs_new(m->event, m->store, (unsigned) m->config.hash_workers,
+                     (unsigned) m->config.hash_queue_max, &m->jobs);
         if (r < 0)
                 return log_error_errno(r, "Cannot start worker threads: %s", strerror(-r));
-        client_methods_init(m);
+        r = build_method_table(m);
+        if (r >= 0)
+                r = monitor_new(m, &m->monitor);
+        if (r >= 0)
+                r = bookings_new(m, &m->bookings);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up: %s", strerror(-r));
         return 0;
+}
+
+int manager_start_embedded(Manager *m, bool no_sync) {
+        if (!m->config.state_dir || !m->config.state_dir[0])
+                return log_error_errno(EINVAL, "Embedded manager: no state directory");
+        if (strlen(m->config.state_dir) >= sizeof m->state_dir)
+                return log_error_errno(ENAMETOOLONG, "Embedded manager: state directory too long");
+        memcpy(m->state_dir, m->config.state_dir, strlen(m->config.state_dir) + 1);
+        m->embedded = true;
+        return open_store(m, no_sync);
 }
 
 int manager_start(Manager *m) {
@@ -495,7 +449,6 @@ int manager_start(Manager *m) {
         if (pthread_sigmask(SIG_BLOCK, &ss, NULL) != 0)
                 return log_error_errno(EINVAL, "Cannot block signals");
 
-        /* state directory */
         if (m->config.state_dir)
                 snprintf(m->state_dir, sizeof m->state_dir, "%s", m->config.state_dir);
         else {
@@ -507,27 +460,31 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Cannot create state directory %s: %s", m->state_dir,
                                        strerror(-r));
-
-        r = manager_open_store(m);
+        r = lock_state_dir(m);
         if (r < 0)
                 return r;
+        raise_fd_limit(m);
+        listen_reserve_fd(m);
 
-        r = manager_listen(m);
+        /* the sockets first, while this is the only thread (binding the
+         * admin socket sets the umask for a moment) */
+        r = listen_setup(m);
         if (r < 0)
                 return r;
-
+        r = open_store(m, false);
+        if (r < 0)
+                return r;
         for (size_t i = 0; i < m->n_listeners; i++) {
                 r = listener_start(&m->listeners[i]);
                 if (r < 0)
                         return r;
         }
 
-        /* signals (blocked before any thread starts) and timers */
         r = sd_event_add_signal(m->event, &m->sigterm_source, SIGTERM, on_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, &m->sigint_source, SIGINT, on_signal, m);
         if (r >= 0)
-                r = sd_event_add_signal(m->event, &m->sighup_source, SIGHUP, on_reload, m);
+                r = sd_event_add_signal(m->event, &m->sighup_source, SIGHUP, on_sighup, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch signals: %s", strerror(-r));
         r = sd_event_add_time_relative(m->event, &m->sweep_timer, CLOCK_MONOTONIC, SWEEP_USEC, 0,

@@ -1,36 +1,205 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "events.h"
 #include "log.h"
+#include "manager.h"
 #include "rpc.h"
+#include "session-touch.h"
+#include "shared/clock.h"
 #include "shared/macro.h"
+#include "shared/mpout.h"
 #include "shared/secret.h"
 
 #define REQUEST_ZONE_CHUNK 896
+#define REQUEST_OF(j) ((Request *) ((char *) (j) - offsetof(Request, job)))
 
-static Request *request_free(Request *r) {
-        if (!r)
+/* ---- clients ---- */
+
+Client *client_ref(Client *c) {
+        c->n_ref++;
+        return c;
+}
+
+Client *client_unref(Client *c) {
+        if (!c || --c->n_ref > 0)
                 return NULL;
-        if (r->state_free)
-                r->state_free(r->state);
-        if (r->zone)
-                msgpack_zone_free(r->zone);
-        free(r->params);
-        free(r->bytes);
-        if (r->conn)
-                conn_unref(r->conn);
-        free(r);
+        free(c);
         return NULL;
 }
 
+int rpc_attach(Request *r, const uint8_t hash[SECRET_HASH_BYTES], PrincipalKind kind,
+               const char *name) {
+        Manager *m = r->manager;
+        Client *c = r->client;
+        int q;
+
+        if (!c->conn)
+                return 0;
+        if (c->link.attached) {
+                uint8_t old[SECRET_HASH_BYTES];
+                char old_name[STORE_NAME_MAX + 1];
+                PrincipalKind old_kind = c->link.kind;
+
+                if (memcmp(c->link.hash, hash, SECRET_HASH_BYTES) == 0)
+                        return 0;
+                memcpy(old, c->link.hash, sizeof old);
+                snprintf(old_name, sizeof old_name, "%s", c->link.name);
+                (void) sessions_detach(m->sessions, &c->link);
+                session_touch(m, old, old_kind == PRINCIPAL_VM ? old_name : NULL, NULL);
+        }
+        q = sessions_attach(m->sessions, &c->link, hash, kind, name);
+        if (q < 0)
+                return q;
+        conn_set_idle_timeout(c->conn, 0);
+        return 0;
+}
+
+void rpc_detached(SessionLink *l, void *userdata) {
+        Manager *m = userdata;
+        Client *c = (Client *) ((char *) l - offsetof(Client, link));
+
+        if (c->conn && c->socket == SOCKET_TCP)
+                conn_set_idle_timeout(c->conn, m->config.idle_timeout_s * 1000);
+}
+
+/* ---- method tables ---- */
+
+static int entry_cmp(const void *a, const void *b) {
+        return strcmp(((const MethodEntry *) a)->name, ((const MethodEntry *) b)->name);
+}
+
+int method_table_build(const Method *const *lists[], const size_t *sizes, size_t n_lists,
+                       MethodTable *ret) {
+        size_t n = 0, cap = 0;
+        MethodEntry *e = NULL;
+
+        for (size_t l = 0; l < n_lists; l++)
+                cap += sizes[l];
+        e = calloc(MAX(cap, (size_t) 1), sizeof *e);
+        if (!e)
+                return -ENOMEM;
+        for (size_t l = 0; l < n_lists; l++)
+                for (size_t i = 0; i < sizes[l]; i++) {
+                        const Method *m = lists[l][i];
+                        size_t j;
+                        for (j = 0; j < n; j++)
+                                if (strcmp(e[j].name, m->name) == 0)
+                                        break;
+                        if (j == n)
+                                e[n++].name = m->name;
+                        if (m->flags & (METHOD_TCP | METHOD_TCP_ADMIN)) {
+                                if (e[j].row[SOCKET_TCP]) {
+                                        free(e);
+                                        return -EEXIST;
+                                }
+                                e[j].row[SOCKET_TCP] = m;
+                        }
+                        if (m->flags & METHOD_ADMIN) {
+                                if (e[j].row[SOCKET_ADMIN]) {
+                                        free(e);
+                                        return -EEXIST;
+                                }
+                                e[j].row[SOCKET_ADMIN] = m;
+                        }
+                }
+        qsort(e, n, sizeof *e, entry_cmp);
+        *ret = (MethodTable) { .entries = e, .n = n };
+        return 0;
+}
+
+void method_table_done(MethodTable *t) {
+        free(t->entries);
+        *t = (MethodTable) { 0 };
+}
+
+static MethodEntry *method_find(const MethodTable *t, const char *name, size_t len) {
+        size_t lo = 0, hi = t->n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const char *m = t->entries[mid].name;
+                int c = strncmp(m, name, len);
+                if (c == 0)
+                        c = m[len] == '\0' ? 0 : 1;
+                if (c == 0)
+                        return &t->entries[mid];
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
+/* Two buckets per doubling: bucket b holds times up to 2^((b+1)/2) µs. */
+static unsigned stats_bucket(uint64_t us) {
+        unsigned b = (unsigned) (2.0 * log2((double) us + 1.0));
+        return MIN(b, 63u);
+}
+
+static uint64_t bucket_top(unsigned b) {
+        return (uint64_t) pow(2.0, (double) (b + 1) / 2.0);
+}
+
+void method_stats_percentiles(const MethodStats *s, uint64_t *ret_p50, uint64_t *ret_p99) {
+        uint64_t total = 0, seen = 0;
+        bool have50 = false;
+
+        *ret_p50 = *ret_p99 = 0;
+        for (unsigned b = 0; b < 64; b++)
+                total += s->hist[b];
+        if (total == 0)
+                return;
+        for (unsigned b = 0; b < 64; b++) {
+                seen += s->hist[b];
+                if (!have50 && seen * 2 >= total) {
+                        *ret_p50 = bucket_top(b);
+                        have50 = true;
+                }
+                if (seen * 100 >= total * 99) {
+                        *ret_p99 = bucket_top(b);
+                        return;
+                }
+        }
+}
+
+/* ---- replies ---- */
+
+static Conn *request_conn(Request *r) {
+        return r->client->conn;
+}
+
 void rpc_reply(Request *r, const char *data, size_t len) {
-        if (conn_reply_result(r->conn, r->msgid, data, len) < 0)
-                log_error("Out of memory replying to connection %" PRIu64, r->conn->id);
+        Conn *c = request_conn(r);
+        msgpack_packer pk;
+        msgpack_sbuffer sb;
+
+        if (!c)
+                return;
+        /* the envelope is small: packed on the stack's buffer, then the result */
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
+            msgpack_pack_uint32(&pk, r->msgid) || msgpack_pack_nil(&pk) ||
+            (len == 0 && msgpack_pack_map(&pk, 0)) ||
+            conn_write(c, sb.data, sb.size) < 0 || (len > 0 && conn_write(c, data, len) < 0))
+                log_error("Out of memory replying to connection %" PRIu64, r->client->id);
+        msgpack_sbuffer_destroy(&sb);
+}
+
+static void reply_error_now(Request *r, VmmError code, const char *msg) {
+        Conn *c = request_conn(r);
+
+        r->error = code;
+        if (c && conn_write_error(c, r->msgid, code, msg) < 0)
+                log_error("Out of memory replying to connection %" PRIu64, r->client->id);
 }
 
 void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...) {
@@ -40,11 +209,23 @@ void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...) {
         va_start(ap, fmt);
         (void) vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
-        if (conn_reply_error(r->conn, r->msgid, code, "%s", msg) < 0)
-                log_error("Out of memory replying to connection %" PRIu64, r->conn->id);
+        reply_error_now(r, code, msg);
 }
 
-void rpc_reply_errno(Request *r, int error) {
+int rpc_fail(Request *r, VmmError code, const char *fmt, ...) {
+        va_list ap;
+
+        r->error = code;
+        va_start(ap, fmt);
+        (void) vsnprintf(r->error_message, sizeof r->error_message, fmt, ap);
+        va_end(ap);
+        return RPC_FAILED;
+}
+
+/* The errno table: what a phase returned when it did not name the error. */
+static void reply_errno(Request *r, int error) {
+        const char *name = r->method ? r->method->name : "request";
+
         switch (error) {
         case -ENOENT:
                 rpc_reply_error(r, VMM_E_NOT_FOUND, "no such object");
@@ -53,7 +234,7 @@ void rpc_reply_errno(Request *r, int error) {
                 rpc_reply_error(r, VMM_E_EXISTS, "already exists");
                 return;
         case -EBUSY:
-                rpc_reply_error(r, VMM_E_CONFLICT, "a disk id belongs to another VM");
+                rpc_reply_error(r, VMM_E_CONFLICT, "in use");
                 return;
         case -EAGAIN:
                 rpc_reply_error(r, VMM_E_UNAVAILABLE, "storage is busy; retry");
@@ -62,43 +243,227 @@ void rpc_reply_errno(Request *r, int error) {
                 rpc_reply_error(r, VMM_E_UNAVAILABLE,
                                 "storage is full; nothing was changed, retry later");
                 return;
+        case -EIO:
+                /* a commit that could not write it all (LMDB says EIO for a
+                 * short write, as on a disk that filled up midway) */
+                log_warning("Storage could not write in %s: %s", name, strerror(EIO));
+                rpc_reply_error(r, VMM_E_UNAVAILABLE,
+                                "storage could not write (full or failing); nothing was "
+                                "changed, retry later");
+                return;
+        case -ECANCELED:
+                rpc_reply_error(r, VMM_E_SHUTTING_DOWN, "the daemon is stopping; reconnect later");
+                return;
         case -ENOMEM:
-                log_error("Out of memory in %s", r->method ? r->method->name : "request");
+                log_error("Out of memory in %s", name);
                 rpc_reply_error(r, VMM_E_INTERNAL, "out of memory");
                 return;
         default:
-                log_error_errno(error, "Internal error in %s: %s",
-                                r->method ? r->method->name : "request", strerror(-error));
+                log_error_errno(error, "Internal error in %s: %s", name, strerror(-error));
                 rpc_reply_error(r, VMM_E_INTERNAL, "internal error (logged)");
         }
 }
 
-void rpc_finish(Request *r) {
-        Conn *c = conn_ref(r->conn);
-        bool was_busy = c->busy == r;
+/* ---- the pipeline ---- */
 
+static void request_free(Request *r) {
+        Manager *m = r->manager;
+
+        if (r->state && r->method && r->method->state_done)
+                r->method->state_done(r->state);
+        free(r->state);
+        if (r->hashing)
+                sessions_peer_hash_end(r->peer);
+        if (r->peer_ref)
+                sessions_peer_put(m->sessions, r->peer);
+        events_list_free(&r->events);
+        if (r->zone)
+                msgpack_zone_free(r->zone);
+        free(r->params);
+        free(r->bytes);
+        client_unref(r->client);
+        free(r);
+}
+
+static void request_finish(Request *r) {
+        Client *c = client_ref(r->client);
+        bool held = c->busy_held && c->busy == r;
+
+        if (r->entry) {
+                MethodStats *s = &r->entry->stats;
+                s->calls++;
+                if (r->error != VMM_OK)
+                        s->errors++;
+                s->hist[stats_bucket(mono_us() - r->started_us)]++;
+        }
+        if (c->busy == r) {
+                c->busy = NULL;
+                c->busy_held = false;
+        }
         request_free(r);
-        if (was_busy)
-                conn_request_done(c);
-        conn_unref(c);
+        if (held && c->conn)
+                conn_resume(c->conn);
+        client_unref(c);
 }
 
-static const Method *method_find(const Method *table, size_t n, const char *name, size_t len) {
-        for (size_t i = 0; i < n; i++)
-                if (strlen(table[i].name) == len && memcmp(table[i].name, name, len) == 0)
-                        return &table[i];
-        return NULL;
+static void request_failed(Request *r, int q) {
+        if (q == RPC_FAILED)
+                reply_error_now(r, r->error, r->error_message);
+        else
+                reply_errno(r, q);
+        request_finish(r);
 }
 
-static bool obj_uint(const msgpack_object *o, uint64_t max, uint64_t *ret) {
-        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
-                return false;
-        *ret = o->via.u64;
-        return true;
+static void phase_next(Request *r, bool after_hash, bool after_write);
+
+/* A phase's result: go on, or end the request. */
+static void phase_result(Request *r, int q, bool after_hash, bool after_write) {
+        if (q < 0)
+                request_failed(r, q);
+        else if (q == RPC_REPLIED)
+                request_finish(r);
+        else
+                phase_next(r, after_hash, after_write);
 }
 
-/* Looks the token up; fills r's session on success. */
-static int request_token_session(Request *r) {
+static int job_hash(Job *j) {
+        Request *r = REQUEST_OF(j);
+        return r->method->hash(r);
+}
+
+static void job_hashed(Job *j, int result) {
+        Request *r = REQUEST_OF(j);
+
+        if (r->hashing) {
+                sessions_peer_hash_end(r->peer);
+                r->hashing = false;
+        }
+        if (result == -ECANCELED && !r->method->long_hash) {
+                request_failed(r, result);
+                return;
+        }
+        r->hash_result = result;
+        if (r->method->hashed)
+                phase_result(r, r->method->hashed(r, result), true, false);
+        else
+                phase_result(r, result < 0 ? result : RPC_NEXT, true, false);
+}
+
+static int job_write(Job *j, StoreTxn *t) {
+        Request *r = REQUEST_OF(j);
+
+        /* a batch may run again: start over */
+        events_list_free(&r->events);
+        r->error = VMM_OK;
+        r->error_message[0] = '\0';
+        return r->method->write(r, t);
+}
+
+static void job_written(Job *j, int q) {
+        Request *r = REQUEST_OF(j);
+
+        if (q < 0) {
+                events_list_free(&r->events);
+                if (q == -ENOSPC && r->method->unavailable) {
+                        r->error = VMM_OK;
+                        phase_result(r, r->method->unavailable(r), true, true);
+                        return;
+                }
+                request_failed(r, q);
+                return;
+        }
+        r->error = VMM_OK;
+        events_publish_list(r->manager->events, &r->events);
+        phase_result(r, RPC_NEXT, true, true);
+}
+
+static void submit_hash(Request *r) {
+        Manager *m = r->manager;
+        int q;
+
+        if (r->method->long_hash) {
+                r->job.hash = job_hash;
+                r->job.done = job_hashed;
+                q = jobs_submit_thread(m->jobs, &r->job);
+                if (q < 0)
+                        request_failed(r, q);
+                return;
+        }
+        if (r->peer && !sessions_peer_hash_begin(r->peer, (unsigned) m->config.hashes_per_peer)) {
+                rpc_reply_error(r, VMM_E_RATE_LIMITED,
+                                "too many password checks in flight from this address; retry "
+                                "in a moment");
+                request_finish(r);
+                return;
+        }
+        r->hashing = r->peer != NULL;
+        r->job.hash = job_hash;
+        r->job.done = job_hashed;
+        q = jobs_submit_hash(m->jobs, &r->job);
+        if (q < 0) {
+                if (r->hashing)
+                        sessions_peer_hash_end(r->peer);
+                r->hashing = false;
+                rpc_reply_error(r, VMM_E_RATE_LIMITED,
+                                "the server is busy checking passwords; retry in a moment");
+                request_finish(r);
+        }
+}
+
+static void phase_next(Request *r, bool after_hash, bool after_write) {
+        const Method *m = r->method;
+
+        if (!after_hash && m->hash) {
+                submit_hash(r);
+                return;
+        }
+        if (!after_write && m->write) {
+                r->job.write = job_write;
+                r->job.done = job_written;
+                jobs_submit_write(r->manager->jobs, &r->job);
+                return;
+        }
+        if (m->done) {
+                phase_result(r, m->done(r), true, true);
+                return;
+        }
+        rpc_reply(r, NULL, 0);
+        request_finish(r);
+}
+
+/* ---- who is calling ---- */
+
+static const char *const role_names[] = { "none", "viewer", "user", "admin" };
+
+const char *role_to_string(int role) {
+        return role >= 0 && role < (int) ELEMENTSOF(role_names) ? role_names[role] : "?";
+}
+
+int role_from_string(const char *s, size_t len) {
+        for (int i = STORE_ROLE_VIEWER; i < (int) ELEMENTSOF(role_names); i++)
+                if (streq_n(s, len, role_names[i]))
+                        return i;
+        return -EINVAL;
+}
+
+/* The role of a user session's user (it may have changed since login). */
+static int user_role(Request *r, const char *name, int *ret) {
+        StoreTxn *t = NULL;
+        StoreUser u;
+        int q;
+
+        q = store_read_begin(r->manager->store, &t);
+        if (q < 0)
+                return q;
+        q = store_user_get(t, name, &u);
+        store_read_end(t);
+        if (q >= 0)
+                *ret = u.role;
+        return q;
+}
+
+/* A token in the params: the session it names. */
+static int caller_from_token(Request *r) {
         Manager *m = r->manager;
         uint8_t raw[VMM_TOKEN_BYTES], hash[SECRET_HASH_BYTES];
         StoreSession s;
@@ -106,10 +471,9 @@ static int request_token_session(Request *r) {
         int q;
 
         if (secret_token_decode(r->token.ptr, r->token.len, raw) < 0)
-                return -EINVAL;
+                return -ENOENT;
         secret_token_hash(m->hash_key, raw, hash);
         secret_wipe(raw, sizeof raw);
-
         q = store_read_begin(m->store, &t);
         if (q < 0)
                 return q;
@@ -119,164 +483,268 @@ static int request_token_session(Request *r) {
                 return q;
         if (s.expires_at <= now_ms() && !sessions_is_attached(m->sessions, hash))
                 return -ENOENT;
-        r->has_session = true;
-        r->via_token = true;
-        memcpy(r->session_hash, hash, sizeof hash);
-        memcpy(r->vm_id, s.vm_id, sizeof r->vm_id);
+        r->caller.kind = s.user[0] ? PRINCIPAL_USER : PRINCIPAL_VM;
+        r->caller.has_session = true;
+        r->caller.via_token = true;
+        memcpy(r->caller.session_hash, hash, sizeof hash);
+        snprintf(r->caller.vm_id, sizeof r->caller.vm_id, "%s", s.vm_id);
+        snprintf(r->caller.name, sizeof r->caller.name, "%s", s.user);
         /* sliding expiry: a token's use counts; refreshed at most every 1/16 TTL */
         uint64_t ttl = m->config.session_ttl_s * 1000;
         if ((uint64_t) (s.expires_at - now_ms()) < ttl - ttl / 16)
-                client_session_left(m, hash, NULL);
+                session_touch(m, hash, NULL, NULL);
         return 0;
 }
 
-void rpc_dispatch(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff) {
+/* Sets r->caller; replies and returns false when the request may not run. */
+static bool caller_check(Request *r) {
+        Client *c = r->client;
+        const Method *m = r->method;
+        int q;
+
+        if (c->socket == SOCKET_ADMIN) {
+                r->caller.kind = PRINCIPAL_PEER;
+                r->caller.role = c->peer_role;
+                snprintf(r->caller.name, sizeof r->caller.name, "%s", c->login);
+        } else if (r->token.set) {
+                q = caller_from_token(r);
+                if (q == -ENOENT) {
+                        rpc_reply_error(r, VMM_E_UNAUTHENTICATED,
+                                        "the token is not valid (expired or ended)");
+                        return false;
+                }
+                if (q < 0) {
+                        reply_errno(r, q);
+                        return false;
+                }
+        } else if (c->link.attached) {
+                r->caller.kind = c->link.kind;
+                r->caller.has_session = true;
+                memcpy(r->caller.session_hash, c->link.hash, SECRET_HASH_BYTES);
+                if (c->link.kind == PRINCIPAL_VM)
+                        str_copy(r->caller.vm_id, sizeof r->caller.vm_id, c->link.name);
+                else
+                        snprintf(r->caller.name, sizeof r->caller.name, "%s", c->link.name);
+        }
+        if (r->caller.kind == PRINCIPAL_USER) {
+                q = user_role(r, r->caller.name, &r->caller.role);
+                if (q == -ENOENT) {
+                        rpc_reply_error(r, VMM_E_UNAUTHENTICATED, "the user no longer exists");
+                        return false;
+                }
+                if (q < 0) {
+                        reply_errno(r, q);
+                        return false;
+                }
+        }
+
+        if (!(m->callers & (1u << r->caller.kind))) {
+                if (r->caller.kind == PRINCIPAL_NONE)
+                        rpc_reply_error(r, VMM_E_UNAUTHENTICATED,
+                                        "log in first (auth, user.auth or resume), or pass a "
+                                        "token");
+                else if (r->caller.kind == PRINCIPAL_VM)
+                        rpc_reply_error(r, VMM_E_FORBIDDEN, "%s is not for VM sessions", m->name);
+                else
+                        rpc_reply_error(r, VMM_E_FORBIDDEN, "%s is only for VM sessions",
+                                        m->name);
+                return false;
+        }
+        if ((r->caller.kind == PRINCIPAL_USER || r->caller.kind == PRINCIPAL_PEER) &&
+            r->caller.role < m->min_role) {
+                rpc_reply_error(r, VMM_E_FORBIDDEN, "%s needs the role %s (%s has %s)", m->name,
+                                role_to_string(m->min_role),
+                                r->caller.name[0] ? r->caller.name : "this session",
+                                role_to_string(r->caller.role));
+                return false;
+        }
+        return true;
+}
+
+/* "peer" from a trusted proxy: the limits count against that address. */
+static bool peer_check(Request *r) {
+        Manager *m = r->manager;
+        Client *c = r->client;
+
+        r->peer = c->peer;
+        if (!r->peer_param.set)
+                return true;
+        if (!c->trusted_proxy) {
+                rpc_reply_error(r, VMM_E_FORBIDDEN,
+                                "peer is accepted only from a trusted proxy (trusted_proxies)");
+                return false;
+        }
+        Peer *p = NULL;
+        if (sessions_peer_get_text(m->sessions, r->peer_param.ptr, r->peer_param.len,
+                                   (unsigned) m->config.ipv6_prefix, &p) < 0) {
+                rpc_reply_error(r, VMM_E_BAD_REQUEST, "peer: expected an IPv4 or IPv6 address");
+                return false;
+        }
+        r->peer = p;
+        r->peer_ref = true;
+        return true;
+}
+
+bool rpc_peer_limited(Request *r) {
+        return r->peer && sessions_peer_limited(r->peer, now_ms(),
+                                                (unsigned) r->manager->config.auth_failures_per_minute);
+}
+
+void rpc_login_failed(Request *r, const char *who, bool user) {
+        const char *peer = r->peer_param.set ? sessions_peer_address(r->peer) : r->client->peer_str;
+
+        if (!r->peer)
+                return;
+        sessions_peer_failed(r->peer, now_ms());
+        if (sessions_peer_log_allowed(r->peer, now_ms()))
+                log_struct(LOG_NOTICE, &(LogFields) { .message_id = LOG_MID_LOGIN_FAILED,
+                                                      .vm_id = user ? NULL : who,
+                                                      .user = user ? who : NULL,
+                                                      .peer = peer, .has_conn = true,
+                                                      .conn = r->client->id, .admin_uid = -1 },
+                           "Failed login for %s '%s' from %s", user ? "user" : "VM", who, peer);
+        events_emit(r->manager->events, &(Event) { .type = "auth.failed",
+                                                   .vm_id = user ? NULL : who,
+                                                   .user = user ? who : NULL, .peer = peer });
+}
+
+/* ---- dispatch ---- */
+
+static bool obj_uint(const msgpack_object *o, uint64_t max, uint64_t *ret) {
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
+                return false;
+        *ret = o->via.u64;
+        return true;
+}
+
+static bool framing_error(Client *c, Request *r, const char *msg) {
+        if (c->conn) {
+                (void) conn_write_error(c->conn, 0, VMM_E_BAD_REQUEST, msg);
+                conn_close_after_flush(c->conn, "error");
+        }
+        request_free(r);
+        return false;
+}
+
+bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cutoff,
+                    void *userdata) {
+        Client *c = userdata;
         Manager *m = c->manager;
         const msgpack_object *o, *a;
         ParamError perr;
         uint64_t v;
-        int r;
+        int q;
 
-        Request *req = calloc(1, sizeof *req);
-        if (!req) {
-                (void) conn_reply_error(c, 0, VMM_E_INTERNAL, "out of memory");
-                conn_close_after_flush(c, "error");
-                return;
+        Request *r = calloc(1, sizeof *r);
+        if (!r) {
+                (void) conn_write_error(conn, 0, VMM_E_INTERNAL, "out of memory");
+                conn_close_after_flush(conn, "error");
+                return false;
         }
-        req->manager = m;
-        req->conn = conn_ref(c);
+        r->manager = m;
+        r->client = client_ref(c);
+        r->started_us = mono_us();
         /* a small first chunk: requests are small, and a chunk this size
-         * comes from malloc's per-thread cache (msgpack-c's default 8 KiB
-         * does not) */
-        req->zone = msgpack_zone_new(REQUEST_ZONE_CHUNK);
-        req->bytes = malloc(len);
-        if (!req->bytes || !req->zone) {
-                (void) conn_reply_error(c, 0, VMM_E_INTERNAL, "out of memory");
-                conn_close_after_flush(c, "error");
-                request_free(req);
-                return;
+         * comes from malloc's per-thread cache (msgpack-c's 8 KiB does not) */
+        r->zone = msgpack_zone_new(REQUEST_ZONE_CHUNK);
+        r->bytes = malloc(len);
+        if (!r->bytes || !r->zone) {
+                (void) conn_write_error(conn, 0, VMM_E_INTERNAL, "out of memory");
+                conn_close_after_flush(conn, "error");
+                request_free(r);
+                return false;
         }
-        memcpy(req->bytes, bytes, len);
+        memcpy(r->bytes, bytes, len);
 
         size_t off = 0;
-        if (msgpack_unpack((const char *) req->bytes, len, &off, req->zone, &req->obj) !=
-            MSGPACK_UNPACK_SUCCESS || off != len) {
-                (void) conn_reply_error(c, 0, VMM_E_BAD_REQUEST, "malformed MessagePack");
-                conn_close_after_flush(c, "error");
-                request_free(req);
-                return;
-        }
-        o = &req->obj;
+        if (msgpack_unpack((const char *) r->bytes, len, &off, r->zone, &r->obj) !=
+            MSGPACK_UNPACK_SUCCESS || off != len)
+                return framing_error(c, r, "malformed MessagePack");
+        o = &r->obj;
 
         /* A notification from a client is ignored. */
         if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 3 &&
             obj_uint(&o->via.array.ptr[0], UINT8_MAX, &v) && v == VMM_MSG_NOTIFICATION) {
-                request_free(req);
-                return;
+                request_free(r);
+                return false;
         }
-        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4) {
-                (void) conn_reply_error(c, 0, VMM_E_BAD_REQUEST,
-                                        "a request is an array [0, msgid, method, params]");
-                conn_close_after_flush(c, "error");
-                request_free(req);
-                return;
-        }
+        if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 4)
+                return framing_error(c, r, "a request is an array [0, msgid, method, params]");
         a = o->via.array.ptr;
-        if (!obj_uint(&a[0], UINT8_MAX, &v) || v != VMM_MSG_REQUEST) {
-                (void) conn_reply_error(c, 0, VMM_E_BAD_REQUEST,
-                                        "message type must be 0 (request)");
-                conn_close_after_flush(c, "error");
-                request_free(req);
-                return;
-        }
-        if (!obj_uint(&a[1], UINT32_MAX, &v)) {
-                (void) conn_reply_error(c, 0, VMM_E_BAD_REQUEST,
-                                        "msgid must be an unsigned 32-bit integer");
-                conn_close_after_flush(c, "error");
-                request_free(req);
-                return;
-        }
-        req->msgid = (uint32_t) v;
+        if (!obj_uint(&a[0], UINT8_MAX, &v) || v != VMM_MSG_REQUEST)
+                return framing_error(c, r, "message type must be 0 (request)");
+        if (!obj_uint(&a[1], UINT32_MAX, &v))
+                return framing_error(c, r, "msgid must be an unsigned 32-bit integer");
+        r->msgid = (uint32_t) v;
         c->requests++;
         m->requests++;
+        c->busy = r;
 
+        /* the order of the errors: shape (no schema needed), method, params */
         if (a[2].type != MSGPACK_OBJECT_STR || !valid_utf8(a[2].via.str.ptr, a[2].via.str.size)) {
-                rpc_reply_error(req, VMM_E_BAD_REQUEST, "method must be a string");
+                rpc_reply_error(r, VMM_E_BAD_REQUEST, "method must be a string");
                 goto finish;
         }
-        if (a[3].type != MSGPACK_OBJECT_ARRAY || a[3].via.array.size > 1 ||
-            (a[3].via.array.size == 1 && a[3].via.array.ptr[0].type != MSGPACK_OBJECT_MAP)) {
-                rpc_reply_error(req, VMM_E_BAD_REQUEST,
-                                "params must be [] or [{...}] (one map of named arguments)");
+        if (params_shape_check(&a[3], &perr) < 0) {
+                rpc_reply_error(r, perr.code, "%s", perr.message);
                 goto finish;
         }
-
-        const Method *table = c->kind == CONN_ADMIN ? admin_methods : client_methods;
-        size_t n_table = c->kind == CONN_ADMIN ? n_admin_methods : n_client_methods;
-        req->method = method_find(table, n_table, a[2].via.str.ptr, a[2].via.str.size);
-        if (!req->method) {
-                char q[80];
-                rpc_reply_error(req, VMM_E_UNKNOWN_METHOD, "no method %s on this socket",
-                                log_quote(q, sizeof q, a[2].via.str.ptr, a[2].via.str.size));
-                goto finish;
-        }
-
-        req->params = calloc(1, MAX(req->method->params_size, (size_t) 1));
-        if (!req->params) {
-                rpc_reply_error(req, VMM_E_INTERNAL, "out of memory");
-                goto finish;
-        }
-        bool needs_session = !(req->method->flags & METHOD_NOAUTH);
-        r = params_parse(&a[3], req->method->fields, req->method->n_fields, req->params,
-                         needs_session ? &req->token : NULL, &perr);
-        if (r < 0) {
-                rpc_reply_error(req, perr.code, "%s", perr.message);
+        r->entry = method_find(c->methods, a[2].via.str.ptr, a[2].via.str.size);
+        r->method = r->entry ? r->entry->row[c->socket] : NULL;
+        if (r->method && c->socket == SOCKET_TCP && (r->method->flags & METHOD_TCP_ADMIN) &&
+            !m->config.tcp_admin)
+                r->method = NULL;
+        if (!r->method) {
+                char name[80];
+                r->entry = NULL;
+                rpc_reply_error(r, VMM_E_UNKNOWN_METHOD, "no method %s on this socket",
+                                log_quote(name, sizeof name, a[2].via.str.ptr,
+                                          a[2].via.str.size));
                 goto finish;
         }
 
-        if (req->method->check) {
+        r->params = calloc(1, MAX(r->method->params_size, (size_t) 1));
+        if (r->method->state_size)
+                r->state = calloc(1, r->method->state_size);
+        if (!r->params || (r->method->state_size && !r->state)) {
+                rpc_reply_error(r, VMM_E_INTERNAL, "out of memory");
+                goto finish;
+        }
+        bool token_ok = c->socket == SOCKET_TCP && !(r->method->callers & CALLER_ANON);
+        bool peer_ok = c->socket == SOCKET_TCP && (r->method->flags & METHOD_PEER);
+        q = params_parse_ex(&a[3], r->method->fields, r->method->n_fields, r->params,
+                            token_ok ? &r->token : NULL, peer_ok ? &r->peer_param : NULL, &perr);
+        if (q < 0) {
+                rpc_reply_error(r, perr.code, "%s", perr.message);
+                goto finish;
+        }
+        if (r->method->check) {
                 char msg[200];
-                if (!req->method->check(req->params, msg, sizeof msg)) {
-                        rpc_reply_error(req, VMM_E_BAD_REQUEST, "%s", msg);
+                if (!r->method->check(r->params, msg, sizeof msg)) {
+                        rpc_reply_error(r, VMM_E_BAD_REQUEST, "%s", msg);
                         goto finish;
                 }
         }
-
         if (after_cutoff) {
-                rpc_reply_error(req, VMM_E_SHUTTING_DOWN, "the daemon is stopping; reconnect later");
+                rpc_reply_error(r, VMM_E_SHUTTING_DOWN, "the daemon is stopping; reconnect later");
+                goto finish;
+        }
+        if (!caller_check(r) || !peer_check(r))
+                goto finish;
+        if ((r->method->flags & METHOD_LOGIN) && rpc_peer_limited(r)) {
+                rpc_reply_error(r, VMM_E_RATE_LIMITED,
+                                "too many failed logins from this address; retry in a minute");
                 goto finish;
         }
 
-        if (needs_session) {
-                if (req->token.set) {
-                        r = request_token_session(req);
-                        if (r == -ENOENT || r == -EINVAL) {
-                                rpc_reply_error(req, VMM_E_UNAUTHENTICATED,
-                                                "the token is not valid (expired or ended)");
-                                goto finish;
-                        }
-                        if (r < 0) {
-                                rpc_reply_errno(req, r);
-                                goto finish;
-                        }
-                } else if (c->attached) {
-                        req->has_session = true;
-                        memcpy(req->session_hash, c->session_hash, SECRET_HASH_BYTES);
-                        memcpy(req->vm_id, c->vm_id, sizeof req->vm_id);
-                } else {
-                        rpc_reply_error(req, VMM_E_UNAUTHENTICATED,
-                                        "not logged in: use auth or resume, or pass a token");
-                        goto finish;
-                }
+        phase_result(r, r->method->start ? r->method->start(r) : RPC_NEXT, false, false);
+        if (c->busy) {
+                /* still working on it: the connection waits */
+                c->busy_held = true;
+                return true;
         }
-
-        r = req->method->handler(req);
-        if (r > 0) {
-                c->busy = req;
-                return;
-        }
-        if (r < 0)
-                rpc_reply_errno(req, r);
+        return false;
 finish:
-        request_free(req);
+        request_finish(r);
+        return false;
 }

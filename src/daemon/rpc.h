@@ -1,81 +1,211 @@
 /* SPDX-License-Identifier: MIT */
-/* Request dispatch: envelope checks, a const method table per socket kind,
- * declarative params, the session a request runs as, error replies. */
+/* Layer L3: requests. A Client is one connection's application state (who
+ * it is, the session it is attached to, its method table); a Request is one
+ * message on its way through one pipeline:
+ *
+ *   envelope -> shape -> method (the client's table) -> params -> caller
+ *   (session, kind, role: the table's columns) -> start (loop) -> hash
+ *   (pool) -> hashed (loop) -> write (writer thread, group commit, with the
+ *   feed events it appends) -> done (loop: reply) -> finish (stats, next)
+ *
+ * A method holds only what is its own: each phase it has is a function of
+ * its row; the pipeline owns error replies, the phases' order, the limits
+ * on hashing, the counting of calls, errors and time, and rpc_finish(). */
 #pragma once
 
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "conn.h"
 #include "jobs.h"
+#include "sessions.h"
+#include "shared/macro.h"
 #include "shared/params.h"
 
+typedef struct Manager Manager;
+typedef struct Method Method;
+typedef struct Request Request;
+typedef struct Watch Watch;
+typedef struct PendingEvent PendingEvent;
+
+typedef enum SocketKind {
+        SOCKET_TCP,
+        SOCKET_ADMIN,
+        _SOCKET_KIND_MAX,
+        _SOCKET_KIND_INVALID = -1,
+} SocketKind;
+
+/* Who a request runs as. */
+typedef struct Caller {
+        PrincipalKind kind;
+        int role;                       /* StoreRole: users and admin-socket peers */
+        char name[STORE_NAME_MAX + 1];  /* user name, or the peer's login name */
+        char vm_id[VMM_VM_ID_MAX + 1];  /* PRINCIPAL_VM */
+        bool has_session;               /* a session of the store (VM or user) */
+        bool via_token;                 /* named by a token in the params */
+        uint8_t session_hash[SECRET_HASH_BYTES];
+} Caller;
+
+typedef struct MethodStats {
+        uint64_t calls, errors;
+        uint32_t hist[64];              /* time per call, log2 buckets of quarter steps */
+} MethodStats;
+
+/* The methods of one daemon: name -> the row serving each socket. */
+typedef struct MethodEntry {
+        const char *name;
+        const Method *row[_SOCKET_KIND_MAX];
+        MethodStats stats;
+} MethodEntry;
+
+typedef struct MethodTable {
+        MethodEntry *entries;           /* sorted by name */
+        size_t n;
+} MethodTable;
+
+typedef struct Client {
+        Manager *manager;
+        unsigned n_ref;
+        Conn *conn;                     /* NULL once closed */
+        SocketKind socket;
+        const MethodTable *methods;
+        uint64_t id;                    /* = the connection's id */
+        Peer *peer;                     /* the address's counters */
+        char peer_str[64];              /* "address:port" or "uid=N pid=N" */
+        int64_t since_ms;
+        uint64_t requests;
+        /* admin socket: who the peer is */
+        uid_t uid;
+        pid_t pid;
+        int peer_role;                  /* StoreRole */
+        char login[STORE_NAME_MAX + 1];
+        /* TCP: the session it is attached to ("connected") */
+        SessionLink link;
+        Watch *watch;                   /* events.watch; NULL when not watching */
+        Request *busy;                  /* the request being worked on */
+        bool busy_held;                 /* ... while the connection waits for it */
+        bool trusted_proxy;             /* its address is in trusted_proxies */
+        bool watch_ended;               /* its watch saw its session end */
+        struct Client *prev, *next;     /* Manager.clients */
+        bool announced;                 /* conn.opened was emitted */
+} Client;
+
 typedef enum MethodFlags {
-        METHOD_NOAUTH = 1u << 0,        /* callable without a session */
-        METHOD_WRITE  = 1u << 1,        /* changes the store (goes through the writer) */
+        METHOD_TCP       = 1u << 0,     /* served on TCP */
+        METHOD_ADMIN     = 1u << 1,     /* served on the admin socket */
+        METHOD_TCP_ADMIN = 1u << 2,     /* on TCP only with tcp_admin = yes */
+        METHOD_PEER      = 1u << 3,     /* takes "peer" from a trusted proxy */
+        METHOD_LOGIN     = 1u << 4,     /* refused while the peer is over its failed logins */
 } MethodFlags;
 
-typedef struct Method Method;
+/* Which callers a method serves: bits of PrincipalKind. */
+#define CALLER_ANON (1u << PRINCIPAL_NONE)
+#define CALLER_VM   (1u << PRINCIPAL_VM)
+#define CALLER_USER (1u << PRINCIPAL_USER)
+#define CALLER_PEER (1u << PRINCIPAL_PEER)
+#define CALLER_ANY  (CALLER_ANON | CALLER_VM | CALLER_USER | CALLER_PEER)
+#define CALLER_SESSION (CALLER_VM | CALLER_USER | CALLER_PEER)
 
-struct Request {
-        Manager *manager;
-        Conn *conn;                     /* holds a reference */
-        uint32_t msgid;
-        const Method *method;
-        uint8_t *bytes;                 /* the message; msgpack objects point into it */
-        msgpack_zone *zone;             /* the decoded request lives here */
-        msgpack_object obj;
-        void *params;                   /* method->params_size bytes */
-        ParamStr token;
-
-        /* the session this request runs as (methods without METHOD_NOAUTH) */
-        bool has_session;
-        bool via_token;
-        uint8_t session_hash[SECRET_HASH_BYTES];
-        char vm_id[VMM_VM_ID_MAX + 1];
-
-        Job job;
-        void *state;                    /* the handler's, freed with state_free */
-        void (*state_free)(void *state);
-        uint64_t started_us;
-};
+/* Phase results. */
+#define RPC_REPLIED 0           /* the phase replied: the request is done */
+#define RPC_NEXT    1           /* go on with the next phase the method has */
+#define RPC_FAILED  (-10000)    /* rpc_fail() recorded the error to reply */
 
 struct Method {
         const char *name;
-        /* Returns 0 when it has replied, 1 when the reply comes later
-         * (rpc_finish), negative errno for an error reply by the errno table. */
-        int (*handler)(Request *r);
-        unsigned flags;
+        unsigned flags;                 /* MethodFlags */
+        unsigned callers;               /* CALLER_* */
+        int min_role;                   /* StoreRole, for users and peers */
         const ParamField *fields;
         size_t n_fields;
         size_t params_size;
-        /* Checks across fields (e.g. "at least one of"), part of the params'
-         * shape, so run before the session check; fills msg and returns false. */
+        /* across fields (e.g. "at least one of"): part of the shape */
         bool (*check)(const void *params, char *msg, size_t msglen);
+        size_t state_size;              /* zeroed, freed with the request */
+        void (*state_done)(void *state);/* frees what the state holds (may be NULL) */
+        int (*start)(Request *r);                       /* loop */
+        int (*hash)(Request *r);                        /* hash pool */
+        int (*hashed)(Request *r, int result);          /* loop */
+        int (*write)(Request *r, StoreTxn *t);          /* writer thread */
+        int (*done)(Request *r);                        /* loop, after the commit */
+        /* loop: the write failed for lack of room (-ENOSPC); a way on
+         * without it (may be NULL: the request fails with unavailable) */
+        int (*unavailable)(Request *r);
+        /* hash is long work (a backup): a thread of its own, not the pool */
+        bool long_hash;
 };
 
-/* methods-client.c, methods-admin.c */
-extern const Method client_methods[];
-extern const size_t n_client_methods;
-extern const Method admin_methods[];
-extern const size_t n_admin_methods;
+struct Request {
+        Manager *manager;
+        Client *client;                 /* holds a reference */
+        uint32_t msgid;
+        const Method *method;
+        MethodEntry *entry;
+        uint8_t *bytes;                 /* the message; msgpack objects point into it */
+        msgpack_zone *zone;
+        msgpack_object obj;
+        void *params;
+        void *state;
+        ParamStr token, peer_param;
+        Caller caller;
+        Peer *peer;                     /* whose limits this request counts against */
+        bool peer_ref;                  /* peer is this request's own reference */
+        bool hashing;                   /* counted in the peer's hashes in flight */
+        Job job;
+        int hash_result;
+        PendingEvent *events;           /* feed events appended by the write */
+        VmmError error;                 /* rpc_fail() */
+        char error_message[512];
+        uint64_t started_us;
+};
 
-/* Parse and run one whole message (len bytes, copied). after_cutoff: the
- * message arrived after shutdown began (answered with shutting_down). */
-void rpc_dispatch(Conn *c, const uint8_t *bytes, size_t len, bool after_cutoff);
+/* ---- clients ---- */
 
-/* Replies; the request stays owned by the caller until rpc_finish(). */
+Client *client_ref(Client *c);
+Client *client_unref(Client *c);
+/* A connection's messages go here (its ConnOps.message). */
+bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cutoff,
+                    void *userdata);
+
+/* Attach the request's connection to a session (auth, user.auth, resume):
+ * it is "connected" and no longer idles out; a session it was attached to
+ * before counts as used. */
+int rpc_attach(Request *r, const uint8_t hash[SECRET_HASH_BYTES], PrincipalKind kind,
+               const char *name);
+/* For sessions_end(): the link's connection is anonymous again (userdata:
+ * the Manager). */
+void rpc_detached(SessionLink *l, void *userdata);
+
+/* ---- method tables ---- */
+
+/* Builds the table from rows (each NULL-terminated list of arrays). */
+int method_table_build(const Method *const *lists[], const size_t *sizes, size_t n_lists,
+                       MethodTable *ret);
+void method_table_done(MethodTable *t);
+/* p50 and p99 of a method's times in µs (0 when never called). */
+void method_stats_percentiles(const MethodStats *s, uint64_t *ret_p50, uint64_t *ret_p99);
+
+/* "viewer", "user", "admin"; and back (-EINVAL if none). */
+const char *role_to_string(int role);
+int role_from_string(const char *s, size_t len);
+
+/* ---- for the phases ---- */
+
+/* Record an error for the pipeline to reply; returns RPC_FAILED. Any
+ * thread (it touches only the request). */
+int rpc_fail(Request *r, VmmError code, const char *fmt, ...) _printf_(3, 4);
+/* Reply a result (a packed map; len 0: {}). */
 void rpc_reply(Request *r, const char *data, size_t len);
-void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-/* Map a negative errno (-ENOENT not_found, -EEXIST exists, -EBUSY conflict,
- * -ENOSPC unavailable, others internal and logged) to an error reply. */
-void rpc_reply_errno(Request *r, int error);
-/* The request is done (replied): free it and let the connection go on. */
-void rpc_finish(Request *r);
+/* Reply an error now (the phase then returns RPC_REPLIED). */
+void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...) _printf_(3, 4);
+/* The request's parameter struct of the method. */
+#define PARAMS(r, type) ((type *) (r)->params)
+#define STATE(r, type) ((type *) (r)->state)
 
-/* Session bookkeeping shared by conn.c and the methods */
-void client_session_left(Manager *m, const uint8_t hash[SECRET_HASH_BYTES], const char *vm_id);
-/* Periodic: purge expired sessions, refresh attached ones. */
-void client_sessions_purge(Manager *m);
+/* A peer's failed login: counted, logged (rate-limited) and an auth.failed
+ * event. who: the VM id or user name tried. */
+void rpc_login_failed(Request *r, const char *who, bool user);
+/* The peer is over its failed logins now. */
+bool rpc_peer_limited(Request *r);

@@ -24,17 +24,17 @@
 
 #include "daemon/config.h"
 #include "daemon/conn.h"
-#include "daemon/embed.h"
 #include "daemon/events.h"
+#include "daemon/listen.h"
 #include "daemon/log.h"
 #include "daemon/manager.h"
 #include "fuzz.h"
 #include "shared/secret.h"
 
 #ifdef FUZZ_ADMIN
-#define FUZZ_KIND CONN_ADMIN
+#define FUZZ_KIND SOCKET_ADMIN
 #else
-#define FUZZ_KIND CONN_TCP
+#define FUZZ_KIND SOCKET_TCP
 #endif
 
 #define OUT_KEEP_MAX (64u * 1024u * 1024u)  /* responses kept for checking */
@@ -93,11 +93,12 @@ static Manager *manager_make(void) {
         Config cfg;
         Manager *m = NULL;
 
-        FUZZ_CHECK(config_load((int) (sizeof args / sizeof args[0]) - 1, args, &cfg) == 0,
+        FUZZ_CHECK(config_load((int) (sizeof args / sizeof args[0]) - 1, args, &cfg, NULL) == 0,
                    "config");
         log_set_level(cfg.log_level);
         FUZZ_CHECK(manager_new(&m, &cfg) >= 0, "manager_new");
-        int r = manager_start_embedded(m);
+        /* commits need not be durable here: what is fuzzed is the path */
+        int r = manager_start_embedded(m, true);
         FUZZ_CHECK(r >= 0, "manager_start_embedded: %s", strerror(-r));
         return m;
 }
@@ -217,7 +218,7 @@ static uint64_t mono_s(void) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         Manager *m = manager_make();
-        Conn *c = NULL;
+        Client *c = NULL;
         Out out = { 0 };
         int sv[2];
         union {
@@ -229,7 +230,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0,
                    "socketpair: %s", strerror(errno));
-        if (FUZZ_KIND == CONN_TCP) {
+        if (FUZZ_KIND == SOCKET_TCP) {
                 peer.in.sin_family = AF_INET;
                 peer.in.sin_port = htons(40000);
                 peer.in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -238,18 +239,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 peer.un.sun_family = AF_UNIX;
                 peer_len = sizeof(sa_family_t);
         }
-        int r = conn_new(m, sv[0], FUZZ_KIND, &peer.sa, peer_len, &c);
-        FUZZ_CHECK(r >= 0, "conn_new: %s", strerror(-r));
-        if (FUZZ_KIND == CONN_ADMIN) {
-                /* as listen.c does for an allowed peer */
-                c->uid = getuid();
-                c->pid = getpid();
-                snprintf(c->peer_str, sizeof c->peer_str, "uid=%u pid=%d", (unsigned) c->uid,
-                         (int) c->pid);
-        } else {
+        /* as listen.c does for an allowed peer */
+        char login[64];
+        snprintf(login, sizeof login, "uid%u", (unsigned) getuid());
+        int r = client_new(m, sv[0], FUZZ_KIND, FUZZ_KIND == SOCKET_TCP ? &peer.sa : NULL,
+                           peer_len, getuid(), getpid(), STORE_ROLE_ADMIN, login, &c);
+        FUZZ_CHECK(r >= 0, "client_new: %s", strerror(-r));
+        if (FUZZ_KIND == SOCKET_TCP) {
                 c->announced = true;
-                events_emit(m, &(Event) { .type = "conn.opened", .has_conn = true,
-                                          .conn = c->id, .peer = c->peer_str });
+                events_emit(m->events, &(Event) { .type = "conn.opened", .has_conn = true,
+                                                  .conn = c->id, .peer = c->peer_str });
         }
         c = NULL;   /* the loop may free it */
 
@@ -274,7 +273,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         shut = true;
                 }
                 out_drain(&out, sv[1]);
-                if (m->n_conns == 0 && jobs_pending(m->jobs) == 0)
+                if (conn_hub_count(m->hub) == 0 && jobs_pending(m->jobs) == 0)
                         break;
                 if (sd_event_get_state(m->event) == SD_EVENT_FINISHED)
                         break;
