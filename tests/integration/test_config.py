@@ -52,7 +52,8 @@ def test_version():
         'missing_value'])
 def test_bad_flags(tmp_path, args):
     p = run(['--state-dir', str(tmp_path), '--listen', f'127.0.0.1:{free_port()}'] + args)
-    assert p.returncode == 1, (p.returncode, p.stderr)
+    # a usage error: exit status 2 (vmmd(8)), which the unit does not restart for
+    assert p.returncode == 2, (p.returncode, p.stderr)
     err = p.stderr.decode()
     assert err.strip(), 'no message on stderr'
     flag = args[0].lstrip('-')
@@ -147,7 +148,8 @@ def test_config_errors(tmp_path, text, line):
     conf = write_conf(tmp_path, text)
     p = run(['--config', conf, '--state-dir', str(tmp_path),
              '--listen', f'127.0.0.1:{free_port()}'])
-    assert p.returncode == 1, (p.returncode, p.stderr)
+    # a configuration error: exit status 6 ("not configured", vmmd(8))
+    assert p.returncode == 6, (p.returncode, p.stderr)
     err = p.stderr.decode()
     assert f'{conf}:{line}:' in err, err
 
@@ -155,7 +157,7 @@ def test_config_errors(tmp_path, text, line):
 def test_config_missing_file(tmp_path):
     p = run(['--config', str(tmp_path / 'nope.conf'), '--state-dir', str(tmp_path),
              '--listen', f'127.0.0.1:{free_port()}'])
-    assert p.returncode == 1
+    assert p.returncode == 6
     assert 'nope.conf' in p.stderr.decode()
 
 

@@ -342,6 +342,14 @@ class Daemon:
              '--log-level', self.log_level]
         for l in self.listen:
             a += ['--listen', l]
+        # Tests register many VMs from one address; the limit on that has
+        # tests of its own (test_security.py), which set it themselves.
+        if not any(x.startswith('--registrations-per-minute') for x in self.args):
+            a += ['--registrations-per-minute', '1000000']
+        # ... and log in from one address many at a time; the bound on
+        # password checks in flight per address has tests of its own too
+        if not any(x.startswith('--hashes-per-peer') for x in self.args):
+            a += ['--hashes-per-peer', '1024']
         return a + self.args
 
     def start(self):
