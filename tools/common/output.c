@@ -11,11 +11,13 @@
 #include <msgpack.h>
 
 #include "shared/macro.h"
+#include "tools/common/escape.h"
 #include "tools/common/output.h"
 #include "vmm/client.h"
 
 #define ANSI_BOLD  "\033[1m"
 #define ANSI_RESET "\033[0m"
+#define FIELD_WIDTH 16
 
 int table_add_row(Table *t, const char *const *row) {
         size_t base = t->n_rows * t->n_cols;
@@ -36,6 +38,18 @@ int table_add_row(Table *t, const char *const *row) {
         return 0;
 }
 
+/* Columns on the screen of a UTF-8 string (one per character: the cells
+ * hold escaped text, so no control characters; wide characters are rare
+ * enough in ids to be left alone). */
+static size_t text_width(const char *s) {
+        size_t w = 0;
+
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if ((*p & 0xc0) != 0x80)
+                        w++;
+        return w;
+}
+
 int table_print(const Table *t, FILE *f, bool bold) {
         _cleanup_free_ size_t *width = calloc(MAX(t->n_cols, (size_t) 1), sizeof(size_t));
 
@@ -43,17 +57,17 @@ int table_print(const Table *t, FILE *f, bool bold) {
                 return -ENOMEM;
         for (size_t r = 0; r < t->n_rows; r++)
                 for (size_t i = 0; i < t->n_cols; i++)
-                        width[i] = MAX(width[i], strlen(t->cells[r * t->n_cols + i]));
+                        width[i] = MAX(width[i], text_width(t->cells[r * t->n_cols + i]));
         for (size_t r = 0; r < t->n_rows; r++) {
                 bool b = bold && r == 0;
                 if (b)
                         fputs(ANSI_BOLD, f);
                 for (size_t i = 0; i < t->n_cols; i++) {
                         const char *s = t->cells[r * t->n_cols + i];
+                        fputs(s, f);
                         if (i + 1 < t->n_cols)
-                                fprintf(f, "%-*s  ", (int) MIN(width[i], (size_t) INT32_MAX), s);
-                        else
-                                fputs(s, f);
+                                fprintf(f, "%*s", (int) MIN(width[i] - text_width(s) + 2,
+                                                            (size_t) INT32_MAX), "");
                 }
                 fputs(b ? ANSI_RESET "\n" : "\n", f);
         }
@@ -77,7 +91,7 @@ void fmt_time(const msgpack_object *o, char *buf, size_t n) {
                 return;
         }
         s = (time_t) (ms / 1000);
-        if (!localtime_r(&s, &tm) || strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        if (!gmtime_r(&s, &tm) || strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
                 (void) snprintf(buf, n, "%" PRIu64, ms);
 }
 
@@ -100,8 +114,7 @@ void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
         if (!o || o->type == MSGPACK_OBJECT_NIL)
                 (void) snprintf(buf, n, "-");
         else if (o->type == MSGPACK_OBJECT_STR)
-                (void) snprintf(buf, n, "%.*s", (int) MIN(o->via.str.size, (uint32_t) INT32_MAX),
-                                o->via.str.ptr);
+                (void) text_escape_buf(o->via.str.ptr, o->via.str.size, 0, buf, n);
         else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
                 (void) snprintf(buf, n, "%" PRIu64, o->via.u64);
         else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
@@ -112,7 +125,16 @@ void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
                 (void) snprintf(buf, n, "?");
 }
 
-char *fmt_disks(const msgpack_object *disks, const char *sep) {
+void fmt_size(const msgpack_object *o, const char *unit, char *buf, size_t n) {
+        uint64_t v;
+
+        if (vmm_object_uint(o, &v))
+                (void) snprintf(buf, n, "%" PRIu64 " %s", v, unit);
+        else
+                fmt_scalar(o, buf, n);
+}
+
+char *fmt_disks(const msgpack_object *disks) {
         char *text = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&text, &len);
@@ -121,10 +143,11 @@ char *fmt_disks(const msgpack_object *disks, const char *sep) {
         if (!f)
                 return NULL;
         for (uint32_t i = 0; i < n; i++) {
-                char id[256], size[32];
+                char id[256], size[48];
                 fmt_scalar(vmm_object_get(&disks->via.array.ptr[i], "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(&disks->via.array.ptr[i], "size"), size, sizeof(size));
-                fprintf(f, "%s%s:%s", i > 0 ? sep : "", id, size);
+                fmt_size(vmm_object_get(&disks->via.array.ptr[i], "size"), "GiB", size,
+                         sizeof(size));
+                fprintf(f, "%s%s %s", i > 0 ? ", " : "", id, size);
         }
         if (n == 0)
                 fputs("-", f);
@@ -137,4 +160,93 @@ char *fmt_disks(const msgpack_object *disks, const char *sep) {
 
 bool output_color_enabled(FILE *f, bool disabled) {
         return !disabled && !getenv("NO_COLOR") && isatty(fileno(f));
+}
+
+void print_field(FILE *f, int indent, const char *label, const char *value) {
+        int pad = FIELD_WIDTH - indent - (int) MIN(text_width(label), (size_t) 64);
+
+        fprintf(f, "%*s%s:%*s %s\n", indent, "", label, MAX(pad, 0), "", value);
+}
+
+void print_vm(FILE *f, const msgpack_object *vm) {
+        static const char *const fields[] = {
+                "vm_id", "ram", "cpu", "disks", "registered_at", "updated_at",
+                "last_seen_at", "connected", "authorized",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                const msgpack_object *v = vmm_object_get(vm, fields[i]);
+                _cleanup_free_ char *disks = NULL;
+                char buf[512];
+                const char *text = buf;
+
+                if (strcmp(fields[i], "disks") == 0)
+                        text = disks = fmt_disks(v);
+                else if (strstr(fields[i], "_at"))
+                        fmt_time(v, buf, sizeof(buf));
+                else if (strcmp(fields[i], "ram") == 0)
+                        fmt_size(v, "MiB", buf, sizeof(buf));
+                else
+                        fmt_scalar(v, buf, sizeof(buf));
+                print_field(f, 0, fields[i], text ? text : "?");
+        }
+}
+
+static int table_finish(Table *t, FILE *f, bool bold, bool empty, const char *empty_note) {
+        int r = 0;
+
+        if (empty && empty_note)
+                fprintf(f, "%s\n", empty_note);
+        else
+                r = table_print(t, f, bold);
+        table_done(t);
+        return r;
+}
+
+int print_vm_table(FILE *f, const msgpack_object *const *vms, size_t n, bool bold,
+                   const char *empty_note) {
+        static const char *const header[] = {
+                "VM_ID", "RAM", "CPU", "DISKS", "CONNECTED", "AUTHORIZED", "LAST_SEEN",
+        };
+        Table t = { .n_cols = ELEMENTSOF(header) };
+        int r = table_add_row(&t, header);
+
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                char id[256], ram[48], cpu[32], conn[8], authz[8], seen[64];
+                _cleanup_free_ char *disks = fmt_disks(vmm_object_get(vms[i], "disks"));
+                fmt_scalar(vmm_object_get(vms[i], "vm_id"), id, sizeof(id));
+                fmt_size(vmm_object_get(vms[i], "ram"), "MiB", ram, sizeof(ram));
+                fmt_scalar(vmm_object_get(vms[i], "cpu"), cpu, sizeof(cpu));
+                fmt_scalar(vmm_object_get(vms[i], "connected"), conn, sizeof(conn));
+                fmt_scalar(vmm_object_get(vms[i], "authorized"), authz, sizeof(authz));
+                fmt_time(vmm_object_get(vms[i], "last_seen_at"), seen, sizeof(seen));
+                const char *row[] = { id, ram, cpu, disks ? disks : "?", conn, authz, seen };
+                r = table_add_row(&t, row);
+        }
+        if (r < 0) {
+                table_done(&t);
+                return r;
+        }
+        return table_finish(&t, f, bold, n == 0, empty_note);
+}
+
+int print_disk_table(FILE *f, const msgpack_object *const *disks, size_t n, bool bold,
+                     const char *empty_note) {
+        static const char *const header[] = { "DISK", "SIZE", "VM" };
+        Table t = { .n_cols = ELEMENTSOF(header) };
+        int r = table_add_row(&t, header);
+
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                char id[256], size[48], vm[256];
+                fmt_scalar(vmm_object_get(disks[i], "id"), id, sizeof(id));
+                fmt_size(vmm_object_get(disks[i], "size"), "GiB", size, sizeof(size));
+                fmt_scalar(vmm_object_get(disks[i], "vm_id"), vm, sizeof(vm));
+                const char *row[] = { id, size, vm };
+                r = table_add_row(&t, row);
+        }
+        if (r < 0) {
+                table_done(&t);
+                return r;
+        }
+        return table_finish(&t, f, bold, n == 0, empty_note);
 }
