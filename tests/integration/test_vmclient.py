@@ -182,8 +182,9 @@ def test_oneshot_flow(vmmd):
     p = run(vmmd, 'register', 'vm1', '--ram', '2048', '--cpu', '2',
             '--disk', 'disk1:100', '--disk', '200', password='secret-one', check=0)
     rec = kv(p.out)
-    assert rec['vm_id'] == 'vm1' and rec['ram'] == '2048' and rec['cpu'] == '2', p.out
-    assert rec['disks'] == 'disk1:100 vm1-disk1:200', p.out
+    assert rec['vm_id'] == 'vm1' and rec['ram'] == '2048 MiB' and rec['cpu'] == '2', p.out
+    assert rec['disks'] == 'disk1 100 GiB, vm1-disk1 200 GiB', p.out
+    assert re.match(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$', rec['registered_at']), p.out
     assert rec['last_seen_at'] == '-' and rec['connected'] == 'no', p.out
     # register with the password on stdin, JSON out (options after the command)
     p = run(vmmd, 'register', 'vm2', '--ram', '512', '--cpu', '1', '--json',
@@ -222,7 +223,7 @@ def test_oneshot_flow(vmmd):
                        token=token, check=0).out)
     assert u['ram'] == 4096 and u['cpu'] == 2 and u['disks'] == [{'id': 'disk9', 'size': 50}]
     p = run(vmmd, 'update', '--cpu', '8', token=token, check=0)
-    assert kv(p.out)['cpu'] == '8' and kv(p.out)['disks'] == 'disk9:50', p.out
+    assert kv(p.out)['cpu'] == '8' and kv(p.out)['disks'] == 'disk9 50 GiB', p.out
     u = json.loads(run(vmmd, '--json', 'update', '--no-disks', token=token, check=0).out)
     assert u['disks'] == [] and u['ram'] == 4096
     run(vmmd, 'update', '--disk', 'disk1:10', '--disk', 'disk2:20', token=token, check=0)
@@ -231,8 +232,10 @@ def test_oneshot_flow(vmmd):
     p = run(vmmd, 'list', 'all', token=token, check=0)
     [rows] = tables(p.out, 'VM_ID')
     assert [r['VM_ID'] for r in rows] == ['vm1', 'vm2'], p.out
-    assert rows[0]['RAM'] == '4096' and rows[0]['CPU'] == '8', p.out
-    assert rows[0]['DISKS'] == 'disk1:10,disk2:20' and rows[1]['DISKS'] == '-', p.out
+    assert rows[0]['RAM'] == '4096 MiB' and rows[0]['CPU'] == '8', p.out
+    assert rows[0]['DISKS'] == 'disk1 10 GiB, disk2 20 GiB' and rows[1]['DISKS'] == '-', p.out
+    # no filter is all, as for vmadm list
+    assert run(vmmd, 'list', token=token, check=0).out == p.out
     assert rows[0]['AUTHORIZED'] == 'yes' and rows[1]['AUTHORIZED'] == 'no', p.out
     every = json.loads(run(vmmd, '--json', 'list', 'all', '--limit', '1', token=token,
                            check=0).out)
@@ -253,8 +256,9 @@ def test_oneshot_flow(vmmd):
     # disks
     p = run(vmmd, 'disks', token=token, check=0)
     [rows] = tables(p.out, 'DISK')
-    assert rows == [{'DISK': 'disk1', 'VM': 'vm1', 'SIZE': '10'},
-                    {'DISK': 'disk2', 'VM': 'vm1', 'SIZE': '20'}], p.out
+    assert p.out.splitlines()[0].split() == ['DISK', 'SIZE', 'VM'], p.out
+    assert rows == [{'DISK': 'disk1', 'VM': 'vm1', 'SIZE': '10 GiB'},
+                    {'DISK': 'disk2', 'VM': 'vm1', 'SIZE': '20 GiB'}], p.out
     d = json.loads(run(vmmd, '--json', 'disks', '--limit', '1', token=token, check=0).out)
     assert [(x['id'], x['vm_id'], x['size']) for x in d['disks']] == [
         ('disk1', 'vm1', 10), ('disk2', 'vm1', 20)]
@@ -285,7 +289,7 @@ def test_add_describes_admin_created_vm(vmmd):
     p = run(vmmd, 'add', 'fresh', '--ram', '1024', '--cpu', '1', '--disk', '5',
             '--disk', 'data:7', token=token, check=0)
     rec = kv(p.out)
-    assert rec['ram'] == '1024' and rec['disks'] == 'fresh-disk1:5 data:7', p.out
+    assert rec['ram'] == '1024 MiB' and rec['disks'] == 'fresh-disk1 5 GiB, data 7 GiB', p.out
     p = run(vmmd, 'add', 'other', '--ram', '1', '--cpu', '1', token=token, check=1)
     assert p.err.startswith('vmclient: forbidden: '), p.err
 
@@ -317,7 +321,8 @@ def test_exit_codes(vmmd, tmp_path):
     closed = free_port()
     p = run(None, 'ping', server=f'127.0.0.1:{closed}', check=3)
     assert 'cannot connect' in p.err, p.err
-    p = run(None, '--server', f'127.0.0.1:{closed}', 'shell', check=3)
+    p = run(None, '--server', f'127.0.0.1:{closed}', 'shell', stdin='PING\n', check=3)
+    assert 'connection refused' in p.out + p.err and '--server' in p.out + p.err
 
 
 def test_help_and_version():
@@ -361,16 +366,16 @@ def test_shell_seed_flow(vmmd):
     assert re.search(r'^error: exists: .+$', out, re.M), out
     before, after = tables(out, 'DISK')
     assert {(r['DISK'], r['VM'], r['SIZE']) for r in before} == {
-        ('disk1', 'vm1', '100'), ('disk2', 'vm1', '200')}, out
+        ('disk1', 'vm1', '100 GiB'), ('disk2', 'vm1', '200 GiB')}, out
     # UPDATE_VM replaced the whole disk set: disk2 is gone
     assert [(r['DISK'], r['VM'], r['SIZE']) for r in after] == [
-        ('disk1', 'vm1', '150'), ('disk3', 'vm1', '300')], out
+        ('disk1', 'vm1', '150 GiB'), ('disk3', 'vm1', '300 GiB')], out
     connected, authorized, all_vms = tables(out, 'VM_ID')
     # the shell's connection is attached by AUTH: vm1 is connected
     assert [(r['VM_ID'], r['CONNECTED']) for r in connected] == [('vm1', 'yes')], out
     assert [(r['VM_ID'], r['AUTHORIZED']) for r in authorized] == [('vm1', 'yes')], out
     assert [(r['VM_ID'], r['RAM'], r['CPU'], r['DISKS']) for r in all_vms] == [
-        ('vm1', '4096', '4', 'disk1:150,disk3:300')], out
+        ('vm1', '4096 MiB', '4', 'disk1 150 GiB, disk3 300 GiB')], out
     assert re.search(r"^error: usage: unknown command 'BOGUS_CMD'", out, re.M), out
     assert re.search(r'^error: usage: <ram MiB> <cpu count>', out, re.M), out
     assert re.search(r'^logged out$', out, re.M), out
