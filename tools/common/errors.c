@@ -11,7 +11,7 @@
 
 /* What the daemon's parameter checks say, in words for people. */
 static const ErrorText common_texts[] = {
-        { "bad_request", "vm_id: ",
+        { "bad_request", "^vm_id: ",
           "a VM id is 1 to 48 letters, digits, '.', '_' or '-', starting with a letter or "
           "digit" },
         { "bad_request", ".id: ",
@@ -19,13 +19,13 @@ static const ErrorText common_texts[] = {
           "digit" },
         { "bad_request", "duplicate disk id",
           "the same disk id is given twice" },
-        { "bad_request", "new_password: ",
+        { "bad_request", "^new_password: ",
           "the new password must be 6 to 1024 bytes" },
-        { "bad_request", "password: ",
+        { "bad_request", "^password: ",
           "a password is 6 to 1024 bytes" },
-        { "bad_request", "ram: ",
+        { "bad_request", "^ram: ",
           "RAM is given in MiB, from 1 to 4294967295" },
-        { "bad_request", "cpu: ",
+        { "bad_request", "^cpu: ",
           "the CPU count is from 1 to 1024" },
         { "bad_request", ".size: ",
           "a disk size is given in GiB, from 1 to 1099511627776" },
@@ -41,9 +41,15 @@ static const ErrorText common_texts[] = {
 };
 
 static const char *lookup(const ErrorText *t, const char *code, const char *message) {
-        for (; t && t->code; t++)
-                if (strcmp(t->code, code) == 0 && (!t->match || strstr(message, t->match)))
+        for (; t && t->code; t++) {
+                if (strcmp(t->code, code) != 0)
+                        continue;
+                if (!t->match ||
+                    (t->match[0] == '^' ? strncmp(message, t->match + 1,
+                                                  strlen(t->match + 1)) == 0
+                                        : strstr(message, t->match) != NULL))
                         return t->text;
+        }
         return NULL;
 }
 

@@ -23,7 +23,8 @@
 
 typedef struct ErrorText {
         const char *code;       /* the daemon's error code; NULL ends a table */
-        const char *match;      /* a piece of the daemon's message; NULL: any */
+        const char *match;      /* a piece of the daemon's message ("^..." : how it
+                                 * starts); NULL: any message */
         const char *text;       /* what to say instead */
 } ErrorText;
 

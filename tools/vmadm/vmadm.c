@@ -225,7 +225,7 @@ static int report_lost(Ctx *ctx, int r) {
 
 /* What the daemon says, in terms of what an administrator types. */
 static const ErrorText vmadm_texts[] = {
-        { "bad_request", "id: expected",
+        { "bad_request", "^id: ",
           "a session id is 12 hex digits, as 'vmadm sessions' shows" },
         { "conflict", "backup",
           "a backup is already running; try again when it has finished" },

@@ -310,7 +310,7 @@ static const ErrorText oneshot_texts[] = {
           "log in again with vmclient auth VM_ID" },
         { "unauthenticated", "wrong password",
           "the current password is wrong" },
-        { "bad_request", "token: ",
+        { "bad_request", "^token: ",
           "a session token is the 43 characters that 'vmclient auth VM_ID' prints: check "
           "--token or VMCLIENT_TOKEN" },
         { "exists", "already described",
