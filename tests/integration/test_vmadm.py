@@ -919,3 +919,56 @@ wait $pid || true
     assert lines[2] == 'rc=3', out
     assert '/run/vmmd/admin.sock does not exist and XDG_RUNTIME_DIR is not set' in \
         r.stderr.decode() and '--socket PATH' in r.stderr.decode(), r.stderr.decode()
+
+
+# ---- shell completion (bash) ----
+
+COMPLETION_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tools',
+                              'completion')
+
+
+def bash_complete(prog, line, env_extra=None, bin_dirs=()):
+    """What bash's completion offers for line (the cursor at its end), with
+    tools/completion/PROG.bash sourced and the built programs first on PATH."""
+    words = line.split()
+    if line.endswith(' '):
+        words.append('')
+    script = (f'source {os.path.join(COMPLETION_DIR, prog + ".bash")}\n'
+              f'complete -p {prog}\n'
+              'COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; '
+              'COMP_POINT=${#COMP_LINE}\n'
+              f'_{prog} {prog} "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"\n'
+              'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    env = vmadm_env()
+    env['PATH'] = ':'.join(list(bin_dirs) + [env['PATH']])
+    env.update(env_extra or {})
+    r = subprocess.run(['bash', '--norc', '--noprofile', '-c', script, 'bash', *words],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f'complete -F _{prog} {prog}', lines
+    return sorted(l for l in lines[1:] if l)
+
+
+def test_bash_completion_vmadm_and_vmmd(daemon):
+    bindir = os.path.dirname(vmadm_bin())
+    env = {'VMADM_SOCKET': daemon.admin_socket}
+    assert bash_complete('vmadm', 'vmadm ', env, [bindir]) == sorted(COMMANDS)
+    assert bash_complete('vmadm', 'vmadm s', env, [bindir]) == ['sessions', 'show', 'shutdown',
+                                                               'stats', 'status']
+    assert bash_complete('vmadm', 'vmadm --js', env, [bindir]) == ['--json']
+    assert bash_complete('vmadm', 'vmadm list ', env, [bindir]) == ['all', 'authorized',
+                                                                   'connected']
+    assert bash_complete('vmadm', 'vmadm backup --f', env, [bindir]) == ['--force']
+    # VM ids come from the daemon
+    for v in ('web1', 'web2', 'db1'):
+        create(daemon, v)
+    assert bash_complete('vmadm', 'vmadm show we', env, [bindir]) == ['web1', 'web2']
+    assert bash_complete('vmadm', 'vmadm --json delete d', env, [bindir]) == ['db1']
+    # vmmd: options from its --help, values where there is a fixed set
+    vmmd_dir = os.path.dirname(vmmtest.vmmd_bin())
+    opts = bash_complete('vmmd', 'vmmd --', None, [vmmd_dir])
+    assert {'--state-dir', '--listen', '--admin-group', '--idle-timeout', '--config'} <= \
+        set(opts), opts
+    assert bash_complete('vmmd', 'vmmd --log-level ', None, [vmmd_dir]) == \
+        ['debug', 'err', 'info', 'notice', 'warning']

@@ -743,3 +743,31 @@ def test_wire_text_is_escaped():
         assert not CONTROL.search(p.out.strip() + p.err.strip()), repr(p.out + p.err)
     finally:
         stop()
+
+
+def test_bash_completion():
+    comp = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tools',
+                        'completion', 'vmclient.bash')
+    bindir = os.path.dirname(VMCLIENT_BIN)
+
+    def complete(line):
+        words = line.split() + ([''] if line.endswith(' ') else [])
+        script = (f'source {comp}\ncomplete -p vmclient\n'
+                  'COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))\n'
+                  '_vmclient vmclient\nprintf "%s\\n" "${COMPREPLY[@]}"\n')
+        r = subprocess.run(['bash', '--norc', '--noprofile', '-c', script, 'bash', *words],
+                           capture_output=True, text=True, timeout=60,
+                           env=clean_env({'PATH': bindir + ':' + os.environ.get('PATH', '')}))
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == 'complete -F _vmclient vmclient', lines
+        return sorted(l for l in lines[1:] if l)
+
+    helped = re.findall(r'^  ([a-z]+) ', run(None, '--help', check=0).out, re.M)
+    assert complete('vmclient ') == sorted(helped) and 'shell' in helped
+    assert complete('vmclient re') == ['register']
+    assert complete('vmclient list ') == ['all', 'authorized', 'connected']
+    assert complete('vmclient update --') == sorted(
+        ['--ram', '--cpu', '--disk', '--no-disks', '--server', '--token', '--json', '--timeout',
+         '--help', '--version'])
+    assert complete('vmclient --server x:1 l') == ['list', 'logout']
