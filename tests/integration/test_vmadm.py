@@ -972,3 +972,25 @@ def test_bash_completion_vmadm_and_vmmd(daemon):
         set(opts), opts
     assert bash_complete('vmmd', 'vmmd --log-level ', None, [vmmd_dir]) == \
         ['debug', 'err', 'info', 'notice', 'warning']
+
+
+def test_console_on_a_terminal(daemon, tmp_path):
+    for v in ('alpha1', 'beta1', 'beta2'):
+        create(daemon, v)
+    env = vmadm_env(daemon)
+    env.update({'TERM': 'xterm', 'HOME': str(tmp_path)})
+    t = vmmtest.Pty([vmadm_bin(), 'console'], env)
+    t.expect(r'vmadm> ')
+    t.keys('sh\t')                  # show, shutdown: listed
+    t.expect(r'show\s+shutdown')
+    t.keys('o\tal\t\r')             # show alpha1 (its id completed from the daemon)
+    out = t.expect(r'authorized:.*\n(.|\n)*vmadm> ')
+    assert re.search(r'vm_id:\s+alpha1', out), out
+    # libedit prints the prompt a moment before it puts the terminal in raw
+    # mode; a ^D typed in that moment is the kernel's end-of-file marker, lost
+    # on the switch. A person is never that fast: wait as one would.
+    time.sleep(0.3)
+    t.keys('\x04')
+    assert t.close() == 0
+    hist = tmp_path / '.local' / 'state' / 'vmmd' / 'vmadm_history'
+    assert 'show\\040alpha1\n' in hist.read_text(), hist.read_text()   # libedit's encoding

@@ -20,6 +20,8 @@ import time
 import msgpack
 import pytest
 
+import vmmtest
+
 VMMD_BIN = os.environ.get('VMMD_BIN')
 VMCLIENT_BIN = os.environ.get('VMCLIENT_BIN')
 TOKEN_RE = re.compile(r'^[A-Za-z0-9_-]{43}$')
@@ -771,3 +773,49 @@ def test_bash_completion():
         ['--ram', '--cpu', '--disk', '--no-disks', '--server', '--token', '--json', '--timeout',
          '--help', '--version'])
     assert complete('vmclient --server x:1 l') == ['list', 'logout']
+
+
+# ---- on a terminal: line editing, history, completion (libedit) ----
+
+def test_shell_on_a_terminal(vmmd, tmp_path):
+    state = tmp_path / 'xdg-state'
+    env = clean_env({'TERM': 'xterm', 'HOME': str(tmp_path), 'XDG_STATE_HOME': str(state),
+                     'VMCLIENT_SERVER': vmmd.server})
+    run(vmmd, 'register', 'vm1', '--ram', '512', '--cpu', '1', password='secret-one', check=0)
+    t = vmmtest.Pty([VMCLIENT_BIN, 'shell'], env)
+    t.expect(r'vmm> ')
+    t.keys('pi\t')                              # TAB completes the command word
+    t.expect(r'PING ')
+    t.keys('\r')
+    t.expect(r'pong: vmmd ')
+    t.keys('AUTH vm1 secret-one\r')
+    t.expect(r'authenticated as vm1')
+    t.keys('\x1b[A\x1b[A\r')                    # up twice: AUTH is not kept, PING is
+    out = t.expect(r'pong: vmmd ')
+    assert 'AUTH' not in out, out
+    t.keys('LIST_A\t')                          # two candidates: both listed
+    t.expect(r'LIST_AUTHORIZED\s+LIST_ALL')
+    t.keys('L\t\r')                             # the only one left: LIST_ALL
+    t.expect(r'vm1\s+512 MiB.*\n.*vmm> ')
+    time.sleep(0.3)         # a ^D right at the prompt can fall in cooked mode (test_vmadm)
+    t.keys('\x04')                              # end of input
+    assert t.close() == 0
+    hist = state / 'vmmd' / 'vmclient_history'
+    assert hist.exists(), os.listdir(tmp_path)
+    assert hist.stat().st_mode & 0o777 == 0o600
+    assert (state / 'vmmd').stat().st_mode & 0o777 == 0o700
+    text = hist.read_text()
+    assert 'PING' in text and 'LIST_ALL' in text and 'secret-one' not in text, text
+
+    # a new shell starts with that history; a piped one neither reads nor writes it
+    t = vmmtest.Pty([VMCLIENT_BIN, 'shell'], env)
+    t.expect(r'vmm> ')
+    t.keys('\x1b[A\r')
+    t.expect(r'VM_ID(.|\n)*vmm> ')
+    t.keys('EXIT\r')
+    assert t.close() == 0
+    before = hist.read_text()
+    p = subprocess.run([VMCLIENT_BIN, 'shell'], input=b'PING\n', capture_output=True,
+                       env=env, timeout=30)
+    assert p.returncode == 0 and p.stdout.decode().startswith('pong: '), p
+    assert hist.read_text() == before

@@ -229,11 +229,19 @@ char *line_editor_read(LineEditor *le) {
 }
 
 void line_editor_remember(LineEditor *le, const char *line) {
+        _cleanup_free_ char *copy = NULL;
         HistEvent ev;
+        size_t n;
 
-        if (!le->el || !le->hist || !line || !*line)
+        if (!le->el || !le->hist || !line)
                 return;
-        (void) history(le->hist, &ev, H_ENTER, line);
+        /* without the blank a completion leaves at the end */
+        n = strlen(line);
+        while (n > 0 && isspace((unsigned char) line[n - 1]))
+                n--;
+        if (n == 0 || !(copy = strndup(line, n)))
+                return;
+        (void) history(le->hist, &ev, H_ENTER, copy);
         if (!le->history_path)
                 return;
         /* the file is the user's alone, and never reached through a link */
