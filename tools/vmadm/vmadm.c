@@ -1265,11 +1265,14 @@ static const char console_help[] =
         "  clients\n"
         "  kick CONN\n"
         "  watch                        (Ctrl-C returns to the console)\n"
-        "  backup FILE\n"
+        "  backup FILE [--force]\n"
         "  shutdown\n"
+        "  reload                       re-read the configuration file\n"
+        "  stats                        requests per method\n"
         "Seed server-console commands:\n"
         "  LIST_CONNECTED  LIST_AUTHORIZED  LIST_ALL  LIST_DISKS\n"
-        "  HELP [COMMAND]  EXIT (or end of input)\n";
+        "  HELP [COMMAND]  EXIT (or end of input)\n"
+        "On a terminal: line editing, history, TAB completes commands and VM ids.\n";
 
 static int console_line(Ctx *ctx, char *line, bool *ret_exit) {
         static const struct {
