@@ -994,3 +994,29 @@ def test_console_on_a_terminal(daemon, tmp_path):
     assert t.close() == 0
     hist = tmp_path / '.local' / 'state' / 'vmmd' / 'vmadm_history'
     assert 'show\\040alpha1\n' in hist.read_text(), hist.read_text()   # libedit's encoding
+
+
+# ---- the man pages say what --help says ----
+
+def page_matches_help(page, help_text):
+    """(commands, options) of --help missing from the page, and the page's
+    commands and options --help lacks."""
+    from test_docs import section, tags
+    commands = re.findall(r'^  ([a-z]+) ', help_text.split('Commands:')[1], re.M)
+    options = re.findall(r'--([a-z][a-z-]*)', help_text.split('Commands:')[0])
+    page_cmds = {t.split()[0] for t in tags(section(page, 'COMMANDS')) if t.split()}
+    page_opts = set()
+    for t in tags(section(page, 'OPTIONS')):
+        page_opts.update(re.findall(r'--([a-z][a-z-]*)', t))
+    assert len(commands) >= 10 and len(options) >= 5, help_text
+    return (sorted(set(commands) - page_cmds), sorted(set(options) - page_opts),
+            sorted(page_cmds - set(commands)), sorted(page_opts - set(options)))
+
+
+def test_man_page_matches_help():
+    page = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tools', 'vmadm',
+                        'vmadm.8')
+    assert page_matches_help(page, vmadm(None, '--help').out) == ([], [], [], [])
+    r = subprocess.run(['groff', '-man', '-Tutf8', '-ww', '-z', page], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == '', r.stderr

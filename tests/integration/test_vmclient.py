@@ -819,3 +819,13 @@ def test_shell_on_a_terminal(vmmd, tmp_path):
                        env=env, timeout=30)
     assert p.returncode == 0 and p.stdout.decode().startswith('pong: '), p
     assert hist.read_text() == before
+
+
+def test_man_page_matches_help():
+    from test_vmadm import page_matches_help
+    page = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tools',
+                        'vmclient', 'vmclient.1')
+    assert page_matches_help(page, run(None, '--help', check=0).out) == ([], [], [], [])
+    r = subprocess.run(['groff', '-man', '-Tutf8', '-ww', '-z', page], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
