@@ -829,3 +829,27 @@ def test_man_page_matches_help():
     r = subprocess.run(['groff', '-man', '-Tutf8', '-ww', '-z', page], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == '', r.stderr
+
+
+def test_readme_tour_works(vmmd, tmp_path):
+    """The README's tour, pasted line by line: the one-shot half in bash, the
+    shell half fed to vmclient shell; every line succeeds."""
+    readme = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                               'README.md')).read()
+    tour = readme.split('## A two-minute tour')[1].split('\n## ')[0]
+    commands = re.findall(r'^    \$ (.*)$', tour, re.M)
+    shell_lines = re.findall(r'^    vmm> (.*)$', tour, re.M)
+    assert commands[-1] == 'vmclient shell' and len(commands) >= 8 and len(shell_lines) >= 8
+    bindir = os.path.dirname(VMCLIENT_BIN)
+    script = 'set -e\n' + '\n'.join(
+        c.replace('$PWD/build/tools/vmclient', bindir) for c in commands[:-1]) + '\n'
+    env = clean_env({'VMCLIENT_SERVER': vmmd.server, 'HOME': str(tmp_path)})
+    r = subprocess.run(['bash', '--norc', '--noprofile', '-c', script], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == '', r.stderr
+    p = subprocess.run([VMCLIENT_BIN, 'shell'], input='\n'.join(shell_lines) + '\n',
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0 and p.stderr == '', p.stdout + p.stderr
+    assert 'error:' not in p.stdout, p.stdout
+    assert re.search(r'^vm2-data\s+150 GiB\s+vm2$', p.stdout, re.M), p.stdout
