@@ -40,6 +40,38 @@ char *line_editor_history_path(const char *name) {
         return NULL;
 }
 
+size_t line_words(const char *before, char *first, size_t first_size) {
+        size_t words = 0;
+
+        if (first_size > 0)
+                first[0] = '\0';
+        for (const char *c = before; *c;) {
+                while (*c == ' ' || *c == '\t')
+                        c++;
+                if (!*c)
+                        break;
+                const char *start = c;
+                while (*c && *c != ' ' && *c != '\t')
+                        c++;
+                if (words++ == 0 && first_size > 0)
+                        (void) snprintf(first, first_size, "%.*s", (int) (c - start), start);
+        }
+        return words;
+}
+
+int strv_push(char ***v, size_t *n, const char *s) {
+        char **nv = realloc(*v, (*n + 2) * sizeof(char *));
+
+        if (!nv)
+                return -ENOMEM;
+        *v = nv;
+        nv[*n] = strdup(s);
+        if (!nv[*n])
+                return -ENOMEM;
+        nv[++*n] = NULL;
+        return 0;
+}
+
 static char *prompt_of(EditLine *el) {
         LineEditor *le = NULL;
 

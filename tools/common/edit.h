@@ -36,6 +36,12 @@ char *line_editor_read(LineEditor *le);
  * The caller leaves out lines that hold secrets. */
 void line_editor_remember(LineEditor *le, const char *line);
 
+/* For completion callbacks: how many words before holds; the first is
+ * copied into first (cut to fit). */
+size_t line_words(const char *before, char *first, size_t first_size);
+/* Appends a copy of s to *v, a NULL-terminated array of *n strings. */
+int strv_push(char ***v, size_t *n, const char *s);
+
 /* The history file's path for name (a new string), or NULL when neither
  * XDG_STATE_HOME nor HOME is usable. */
 char *line_editor_history_path(const char *name);

@@ -63,13 +63,19 @@ const char *error_text(const ErrorText *table, const char *code, const char *mes
 }
 
 void report_error(const Reporter *r, const char *code, bool show_code, const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL;
         va_list ap;
 
         va_start(ap, fmt);
+        report_errorv(r, code, show_code, fmt, ap);
+        va_end(ap);
+}
+
+void report_errorv(const Reporter *r, const char *code, bool show_code, const char *fmt,
+                   va_list ap) {
+        _cleanup_free_ char *msg = NULL;
+
         if (vasprintf(&msg, fmt, ap) < 0)
                 msg = NULL;
-        va_end(ap);
         const char *m = msg ? msg : "out of memory";
 
         fflush(stdout);

@@ -11,6 +11,7 @@
  * own message for the rest. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -44,6 +45,8 @@ typedef struct Reporter {
  * the text too (daemon errors; scripts match on it). */
 _printf_(4, 5)
 void report_error(const Reporter *r, const char *code, bool show_code, const char *fmt, ...);
+void report_errorv(const Reporter *r, const char *code, bool show_code, const char *fmt,
+                   va_list ap) _printf_(4, 0);
 /* A daemon error: its code, and error_text() or else the daemon's message. */
 void report_daemon_error(const Reporter *r, const ErrorText *table, const char *code,
                          const char *message);

@@ -11,6 +11,7 @@
 #include <msgpack.h>
 
 #include "shared/macro.h"
+#include "tools/common/edit.h"
 #include "tools/common/escape.h"
 #include "tools/common/output.h"
 #include "vmm/client.h"
@@ -18,6 +19,7 @@
 #define ANSI_BOLD  "\033[1m"
 #define ANSI_RESET "\033[0m"
 #define FIELD_WIDTH 16
+#define CELL_MAX    512   /* one formatted cell (a DISKS cell is allocated) */
 
 int table_add_row(Table *t, const char *const *row) {
         size_t base = t->n_rows * t->n_cols;
@@ -158,6 +160,17 @@ char *fmt_disks(const msgpack_object *disks) {
         return text;
 }
 
+int strv_push_keys(char ***v, size_t *n, const msgpack_object *list, const char *key) {
+        for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size;
+             i++) {
+                _cleanup_free_ char *s = vmm_object_strdup(
+                        vmm_object_get(&list->via.array.ptr[i], key));
+                if (s && strv_push(v, n, s) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 bool output_color_enabled(FILE *f, bool disabled) {
         return !disabled && !getenv("NO_COLOR") && isatty(fileno(f));
 }
@@ -192,61 +205,76 @@ void print_vm(FILE *f, const msgpack_object *vm) {
         }
 }
 
-static int table_finish(Table *t, FILE *f, bool bold, bool empty, const char *empty_note) {
-        int r = 0;
+int print_items(FILE *f, const Column *cols, size_t n_cols, const msgpack_object *const *items,
+                size_t n, bool bold, const char *empty_note) {
+        _cleanup_free_ const char **row = calloc(MAX(n_cols, (size_t) 1), sizeof(char *));
+        _cleanup_free_ char *cells = calloc(MAX(n_cols, (size_t) 1), CELL_MAX);
+        Table t = { .n_cols = n_cols };
+        int r;
 
-        if (empty && empty_note)
-                fprintf(f, "%s\n", empty_note);
-        else
-                r = table_print(t, f, bold);
-        table_done(t);
+        if (!row || !cells)
+                return -ENOMEM;
+        for (size_t c = 0; c < n_cols; c++)
+                row[c] = cols[c].header;
+        r = table_add_row(&t, row);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_free_ char *disks = NULL;
+                for (size_t c = 0; c < n_cols; c++) {
+                        const msgpack_object *v = vmm_object_get(items[i], cols[c].key);
+                        char *cell = cells + c * CELL_MAX;
+                        row[c] = cell;
+                        switch (cols[c].kind) {
+                        case COLUMN_TIME:
+                                fmt_time(v, cell, CELL_MAX);
+                                break;
+                        case COLUMN_MIB:
+                                fmt_size(v, "MiB", cell, CELL_MAX);
+                                break;
+                        case COLUMN_GIB:
+                                fmt_size(v, "GiB", cell, CELL_MAX);
+                                break;
+                        case COLUMN_DISKS:
+                                free(disks);
+                                disks = fmt_disks(v);
+                                row[c] = disks ? disks : "?";
+                                break;
+                        default:
+                                fmt_scalar(v, cell, CELL_MAX);
+                                break;
+                        }
+                }
+                r = table_add_row(&t, row);
+        }
+        if (r >= 0) {
+                if (n == 0 && empty_note)
+                        fprintf(f, "%s\n", empty_note);
+                else
+                        r = table_print(&t, f, bold);
+        }
+        table_done(&t);
         return r;
 }
 
 int print_vm_table(FILE *f, const msgpack_object *const *vms, size_t n, bool bold,
                    const char *empty_note) {
-        static const char *const header[] = {
-                "VM_ID", "RAM", "CPU", "DISKS", "CONNECTED", "AUTHORIZED", "LAST_SEEN",
+        static const Column cols[] = {
+                { "VM_ID", "vm_id", COLUMN_TEXT },
+                { "RAM", "ram", COLUMN_MIB },
+                { "CPU", "cpu", COLUMN_TEXT },
+                { "DISKS", "disks", COLUMN_DISKS },
+                { "CONNECTED", "connected", COLUMN_TEXT },
+                { "AUTHORIZED", "authorized", COLUMN_TEXT },
+                { "LAST_SEEN", "last_seen_at", COLUMN_TIME },
         };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                char id[256], ram[48], cpu[32], conn[8], authz[8], seen[64];
-                _cleanup_free_ char *disks = fmt_disks(vmm_object_get(vms[i], "disks"));
-                fmt_scalar(vmm_object_get(vms[i], "vm_id"), id, sizeof(id));
-                fmt_size(vmm_object_get(vms[i], "ram"), "MiB", ram, sizeof(ram));
-                fmt_scalar(vmm_object_get(vms[i], "cpu"), cpu, sizeof(cpu));
-                fmt_scalar(vmm_object_get(vms[i], "connected"), conn, sizeof(conn));
-                fmt_scalar(vmm_object_get(vms[i], "authorized"), authz, sizeof(authz));
-                fmt_time(vmm_object_get(vms[i], "last_seen_at"), seen, sizeof(seen));
-                const char *row[] = { id, ram, cpu, disks ? disks : "?", conn, authz, seen };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return r;
-        }
-        return table_finish(&t, f, bold, n == 0, empty_note);
+        return print_items(f, cols, ELEMENTSOF(cols), vms, n, bold, empty_note);
 }
 
 int print_disk_table(FILE *f, const msgpack_object *const *disks, size_t n, bool bold,
                      const char *empty_note) {
-        static const char *const header[] = { "DISK", "SIZE", "VM" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                char id[256], size[48], vm[256];
-                fmt_scalar(vmm_object_get(disks[i], "id"), id, sizeof(id));
-                fmt_size(vmm_object_get(disks[i], "size"), "GiB", size, sizeof(size));
-                fmt_scalar(vmm_object_get(disks[i], "vm_id"), vm, sizeof(vm));
-                const char *row[] = { id, size, vm };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return r;
-        }
-        return table_finish(&t, f, bold, n == 0, empty_note);
+        static const Column cols[] = {
+                { "DISK", "id", COLUMN_TEXT },
+                { "SIZE", "size", COLUMN_GIB },
+                { "VM", "vm_id", COLUMN_TEXT },
+        };
+        return print_items(f, cols, ELEMENTSOF(cols), disks, n, bold, empty_note);
 }

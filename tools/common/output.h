@@ -46,6 +46,11 @@ void fmt_size(const msgpack_object *o, const char *unit, char *buf, size_t n);
  * string, or NULL without memory. */
 char *fmt_disks(const msgpack_object *disks);
 
+/* Appends to *v (a NULL-terminated array of *n strings, as edit.h's
+ * strv_push) the string under key of each map in the array list: the VM ids
+ * of a vm.list page, for completion. */
+int strv_push_keys(char ***v, size_t *n, const msgpack_object *list, const char *key);
+
 /* Colour for f: f is a terminal, NO_COLOR is not set and not disabled. */
 bool output_color_enabled(FILE *f, bool disabled);
 
@@ -53,6 +58,28 @@ bool output_color_enabled(FILE *f, bool disabled);
 void print_field(FILE *f, int indent, const char *label, const char *value);
 /* One VM record as "key: value" lines. */
 void print_vm(FILE *f, const msgpack_object *vm);
+/* A table of n items (maps), one column per key, formatted by kind. */
+typedef enum ColumnKind {
+        COLUMN_TEXT,            /* fmt_scalar() */
+        COLUMN_TIME,            /* fmt_time() */
+        COLUMN_MIB,             /* fmt_size(, "MiB") */
+        COLUMN_GIB,             /* fmt_size(, "GiB") */
+        COLUMN_DISKS,           /* fmt_disks() */
+        _COLUMN_KIND_MAX,
+        _COLUMN_KIND_INVALID = -1,
+} ColumnKind;
+
+typedef struct Column {
+        const char *header;
+        const char *key;
+        ColumnKind kind;
+} Column;
+
+/* With no items, empty_note (e.g. "(no VMs)") is printed instead, when not
+ * NULL. */
+int print_items(FILE *f, const Column *cols, size_t n_cols, const msgpack_object *const *items,
+                size_t n, bool bold, const char *empty_note);
+
 /* The VM and disk tables of n items (maps from vm.list / disk.list). With no
  * items, empty_note (e.g. "(no VMs)") is printed instead, when not NULL. */
 int print_vm_table(FILE *f, const msgpack_object *const *vms, size_t n, bool bold,

@@ -72,14 +72,11 @@ static const Reporter *reporter(void) {
 
 _printf_(1, 2)
 static int usage_error(const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL;
         va_list ap;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        report_errorv(reporter(), ERROR_USAGE, false, fmt, ap);
         va_end(ap);
-        report_error(reporter(), ERROR_USAGE, false, "%s", msg ? msg : fmt);
         fputs("Try 'vmadm --help'.\n", stderr);
         return EXIT_USAGE;
 }
@@ -409,12 +406,6 @@ static void print_json_list(const char *key, const Pages *pg) {
 
 /* ---- human output ---- */
 
-static int table_finish(Table *t) {
-        int r = table_print(t, stdout, use_color());
-        table_done(t);
-        return r < 0 ? local_error("output", r) : 0;
-}
-
 static int vm_table(const Pages *pg) {
         int r = print_vm_table(stdout, pg->items, pg->n_items, use_color(), "(no VMs)");
         return r < 0 ? local_error("output", r) : 0;
@@ -426,49 +417,29 @@ static int disk_table(const Pages *pg) {
 }
 
 static int print_session_table(const Pages *pg) {
-        static const char *const header[] = { "ID", "VM", "CREATED", "EXPIRES", "CONNECTED" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < pg->n_items; i++) {
-                const msgpack_object *s = pg->items[i];
-                char id[128], vm[256], created[64], expires[64], conn[8];
-                fmt_scalar(vmm_object_get(s, "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(s, "vm_id"), vm, sizeof(vm));
-                fmt_time(vmm_object_get(s, "created_at"), created, sizeof(created));
-                fmt_time(vmm_object_get(s, "expires_at"), expires, sizeof(expires));
-                fmt_scalar(vmm_object_get(s, "connected"), conn, sizeof(conn));
-                const char *row[] = { id, vm, created, expires, conn };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return local_error("output", r);
-        }
-        return table_finish(&t);
+        static const Column cols[] = {
+                { "ID", "id", COLUMN_TEXT },
+                { "VM", "vm_id", COLUMN_TEXT },
+                { "CREATED", "created_at", COLUMN_TIME },
+                { "EXPIRES", "expires_at", COLUMN_TIME },
+                { "CONNECTED", "connected", COLUMN_TEXT },
+        };
+        int r = print_items(stdout, cols, ELEMENTSOF(cols), pg->items, pg->n_items, use_color(),
+                            "(no sessions)");
+        return r < 0 ? local_error("output", r) : 0;
 }
 
 static int print_conn_table(const Pages *pg) {
-        static const char *const header[] = { "ID", "PEER", "VM", "SINCE", "REQUESTS" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < pg->n_items; i++) {
-                const msgpack_object *c = pg->items[i];
-                char id[32], peer[256], vm[256], since[64], reqs[32];
-                fmt_scalar(vmm_object_get(c, "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(c, "peer"), peer, sizeof(peer));
-                fmt_scalar(vmm_object_get(c, "vm_id"), vm, sizeof(vm));
-                fmt_time(vmm_object_get(c, "since"), since, sizeof(since));
-                fmt_scalar(vmm_object_get(c, "requests"), reqs, sizeof(reqs));
-                const char *row[] = { id, peer, vm, since, reqs };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return local_error("output", r);
-        }
-        return table_finish(&t);
+        static const Column cols[] = {
+                { "ID", "id", COLUMN_TEXT },
+                { "PEER", "peer", COLUMN_TEXT },
+                { "VM", "vm_id", COLUMN_TEXT },
+                { "SINCE", "since", COLUMN_TIME },
+                { "REQUESTS", "requests", COLUMN_TEXT },
+        };
+        int r = print_items(stdout, cols, ELEMENTSOF(cols), pg->items, pg->n_items, use_color(),
+                            "(no connections)");
+        return r < 0 ? local_error("output", r) : 0;
 }
 
 static bool key_is_time(const char *k, size_t n) {
@@ -1338,18 +1309,6 @@ static int console_line(Ctx *ctx, char *line, bool *ret_exit) {
 
 static const Command *command_list(size_t *ret_n);
 
-static int strv_push(char ***v, size_t *n, const char *s) {
-        char **nv = realloc(*v, (*n + 2) * sizeof(char *));
-        if (!nv)
-                return -ENOMEM;
-        *v = nv;
-        nv[*n] = strdup(s);
-        if (!nv[*n])
-                return -ENOMEM;
-        nv[++*n] = NULL;
-        return 0;
-}
-
 /* One page of VM ids, when the console is connected; silent on failure. */
 static void complete_vm_ids(Ctx *ctx, char ***v, size_t *n) {
         VmmMessage m = { 0 };
@@ -1371,14 +1330,7 @@ static void complete_vm_ids(Ctx *ctx, char ***v, size_t *n) {
                         ctx_drop(ctx);
                 return;
         }
-        const msgpack_object *vms = vmm_object_get(&m.result, "vms");
-        for (uint32_t i = 0; vms && vms->type == MSGPACK_OBJECT_ARRAY && i < vms->via.array.size;
-             i++) {
-                _cleanup_free_ char *id = vmm_object_strdup(
-                        vmm_object_get(&vms->via.array.ptr[i], "vm_id"));
-                if (id && strv_push(v, n, id) < 0)
-                        break;
-        }
+        (void) strv_push_keys(v, n, vmm_object_get(&m.result, "vms"), "vm_id");
         vmm_message_release(&m);
 }
 
@@ -1390,19 +1342,8 @@ static char **console_complete(void *userdata, const char *before, bool *ret_fol
                                                  "revoke" };
         Ctx *ctx = userdata;
         char **v = NULL, first[32] = "";
-        size_t n = 0, words = 0;
+        size_t n = 0, words = line_words(before, first, sizeof(first));
 
-        for (const char *c = before; *c;) {
-                while (*c == ' ' || *c == '\t')
-                        c++;
-                if (!*c)
-                        break;
-                const char *st = c;
-                while (*c && *c != ' ' && *c != '\t')
-                        c++;
-                if (words++ == 0)
-                        (void) snprintf(first, sizeof(first), "%.*s", (int) (c - st), st);
-        }
         if (words == 0 || (words == 1 && strcasecmp(first, "help") == 0)) {
                 size_t n_commands;
                 const Command *commands = command_list(&n_commands);

@@ -229,14 +229,11 @@ static void shell_list(Shell *sh, const char *method, const char *filter, const 
 
 _printf_(2, 3)
 static void shell_usage(Shell *sh, const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL;
         va_list ap;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        report_errorv(&sh->rep, ERROR_USAGE, true, fmt, ap);
         va_end(ap);
-        report_error(&sh->rep, ERROR_USAGE, true, "%s", msg ? msg : "out of memory");
 }
 
 /* Parses "<ram> <cpu> [disk...]" from words; returns false after saying why. */
@@ -367,18 +364,6 @@ static bool shell_line(Shell *sh, char *line, LineEditor *le) {
 
 /* ---- completion ---- */
 
-static int strv_push(char ***v, size_t *n, const char *s) {
-        char **nv = realloc(*v, (*n + 2) * sizeof(char *));
-        if (!nv)
-                return -ENOMEM;
-        *v = nv;
-        nv[*n] = strdup(s);
-        if (!nv[*n])
-                return -ENOMEM;
-        nv[++*n] = NULL;
-        return 0;
-}
-
 /* The VM ids the daemon lists to this session (one page), when the shell is
  * connected and logged in; nothing is said when that fails. */
 static void complete_vm_ids(Shell *sh, char ***v, size_t *n) {
@@ -391,32 +376,14 @@ static void complete_vm_ids(Shell *sh, char ***v, size_t *n) {
                 shell_drop(sh);
                 return;
         }
-        const msgpack_object *vms = vmm_object_get(&m.result, "vms");
-        for (uint32_t i = 0; vms && vms->type == MSGPACK_OBJECT_ARRAY && i < vms->via.array.size;
-             i++) {
-                _cleanup_free_ char *id = vmm_object_strdup(
-                        vmm_object_get(&vms->via.array.ptr[i], "vm_id"));
-                if (id && strv_push(v, n, id) < 0)
-                        return;
-        }
+        (void) strv_push_keys(v, n, vmm_object_get(&m.result, "vms"), "vm_id");
 }
 
 static char **shell_complete(void *userdata, const char *before, bool *ret_fold_case) {
         Shell *sh = userdata;
         char **v = NULL, first[32] = "";
-        size_t n = 0, words = 0;
+        size_t n = 0, words = line_words(before, first, sizeof(first));
 
-        for (const char *c = before; *c;) {
-                while (*c == ' ' || *c == '\t')
-                        c++;
-                if (!*c)
-                        break;
-                const char *s = c;
-                while (*c && *c != ' ' && *c != '\t')
-                        c++;
-                if (words++ == 0)
-                        (void) snprintf(first, sizeof(first), "%.*s", (int) (c - s), s);
-        }
         if (words == 0 || (words == 1 && strcasecmp(first, "HELP") == 0)) {
                 *ret_fold_case = true;
                 for (size_t i = 0; i < ELEMENTSOF(shell_words); i++)

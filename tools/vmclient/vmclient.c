@@ -54,14 +54,11 @@ const Reporter *oneshot_reporter(void) {
 
 _printf_(1, 2)
 static int usage_error(const char *fmt, ...) {
-        _cleanup_free_ char *msg = NULL;
         va_list ap;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        report_errorv(oneshot_reporter(), ERROR_USAGE, false, fmt, ap);
         va_end(ap);
-        report_error(oneshot_reporter(), ERROR_USAGE, false, "%s", msg ? msg : fmt);
         fputs("Try 'vmclient --help'.\n", stderr);
         return EXIT_USAGE;
 }
