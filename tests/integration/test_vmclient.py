@@ -853,3 +853,16 @@ def test_readme_tour_works(vmmd, tmp_path):
     assert p.returncode == 0 and p.stderr == '', p.stdout + p.stderr
     assert 'error:' not in p.stdout, p.stdout
     assert re.search(r'^vm2-data\s+150 GiB\s+vm2$', p.stdout, re.M), p.stdout
+
+
+def test_shell_with_a_token(vmmd):
+    run(vmmd, 'register', 'vm1', '--ram', '512', '--cpu', '1', password='secret-one', check=0)
+    token = run(vmmd, 'auth', 'vm1', password='secret-one', check=0).out.strip()
+    # a one-shot login continues in the shell: attached, so connected
+    p = run(vmmd, 'shell', token=token, stdin='LIST_CONNECTED\n', check=0)
+    assert re.search(r'^vm1\s+512 MiB', p.out, re.M), p.out
+    # a token that is no token: said in words, once, and the shell goes on
+    p = run(vmmd, 'shell', token='not-a-token', stdin='PING\nGET_VM\n', check=0)
+    assert p.out.count("not one that 'vmclient auth VM_ID' prints") == 1, p.out
+    assert 'pong: vmmd' in p.out and 'log in first: AUTH' in p.out, p.out
+    assert not PROTOCOL_WORDS.search(p.out), p.out

@@ -323,6 +323,9 @@ static const ErrorText oneshot_texts[] = {
 static const ErrorText shell_texts[] = {
         { "unauthenticated", "not logged in",
           "log in first: AUTH VM_ID PASSWORD" },
+        { "bad_request", "^token: ",
+          "the session token given with --token or VMCLIENT_TOKEN is not one that "
+          "'vmclient auth VM_ID' prints (43 characters): log in with AUTH VM_ID PASSWORD" },
         { "unauthenticated", "token is not valid",
           "the session has ended (it expired, was revoked, or logged out): log in again with "
           "AUTH VM_ID PASSWORD" },
