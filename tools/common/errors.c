@@ -34,7 +34,9 @@ static const ErrorText common_texts[] = {
         { "shutting_down", NULL,
           "vmmd is stopping; try again once it is back" },
         { "rate_limited", NULL,
-          "too many attempts from this address; wait a minute and try again" },
+          "vmmd holds this address back for now (too many logins, registrations or "
+          "connections from it, at once or in the last minute); wait a little and try "
+          "again" },
         { "internal", NULL,
           "vmmd hit an internal error (its log says more)" },
         { NULL, NULL, NULL },
