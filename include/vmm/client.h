@@ -5,6 +5,8 @@
  * One VmmClient is one connection; it is not thread-safe. Every function that
  * can fail returns a negative errno-style value:
  *   -ECONNREFUSED, -EHOSTUNREACH, ... connecting failed (as connect(2) says)
+ *   -ENXIO        the host name does not resolve (getaddrinfo(3) found no address)
+ *   -EAGAIN       the resolver did not answer (a temporary failure; try again)
  *   -ECONNRESET   the server closed the connection (also mid-message)
  *   -ETIMEDOUT    the timeout set with vmm_client_set_timeout() passed
  *   -EBADMSG      the server sent bytes that are not MessagePack
@@ -41,7 +43,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "vmm/protocol.h"
 
@@ -82,7 +83,9 @@ VmmClient *vmm_client_free(VmmClient *c);
 
 /* Connect to "host:port", "[v6addr]:port", "host" or "v6addr" (port 7707) or,
  * when the address contains a '/', a Unix socket path. A host name that does
- * not resolve is -EHOSTUNREACH. Only once per client. */
+ * not resolve is -ENXIO (before libvmm 0.2: -EHOSTUNREACH, which now only
+ * means what connect(2) means by it); a malformed address is -EINVAL. Only
+ * once per client. */
 int vmm_client_connect(VmmClient *c, const char *address);
 int vmm_client_connect_unix(VmmClient *c, const char *path);
 int vmm_client_connect_tcp(VmmClient *c, const char *host, const char *port);
@@ -150,12 +153,6 @@ const msgpack_object *vmm_object_get(const msgpack_object *o, const char *key);
 char *vmm_object_strdup(const msgpack_object *o);
 /* An unsigned integer value; false if o is NULL or not a non-negative integer. */
 bool vmm_object_uint(const msgpack_object *o, uint64_t *ret);
-
-/* Print an object as JSON: strings escaped (invalid UTF-8 becomes U+FFFD),
- * binary data as a string of hex digits, non-string map keys as strings,
- * extension types and non-finite floats as null. */
-#define VMM_JSON_PRETTY (1u << 0)   /* indent with two spaces */
-int vmm_json_print(FILE *f, const msgpack_object *o, unsigned flags);
 
 #ifdef __cplusplus
 }

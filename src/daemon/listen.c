@@ -21,8 +21,9 @@
 #include "listen.h"
 #include "log.h"
 #include "session-touch.h"
+#include "shared/address.h"
 #include "shared/clock.h"
-#include "shared/fsutil.h"
+#include "shared/fs.h"
 #include "shared/macro.h"
 #include "shared/mpout.h"
 
@@ -37,36 +38,7 @@ static int mkdir_parents_of(const char *path) {
         if (!slash || slash == p)
                 return 0;
         *slash = '\0';
-        return mkdir_p(p, 0755);
-}
-
-static int split_host_port(const char *address, char *host, size_t hostlen, char *port,
-                           size_t portlen) {
-        const char *colon;
-
-        if (address[0] == '[') {
-                const char *end = strchr(address, ']');
-                if (!end || end[1] != ':')
-                        return -EINVAL;
-                if ((size_t) (end - address - 1) >= hostlen)
-                        return -EINVAL;
-                memcpy(host, address + 1, (size_t) (end - address - 1));
-                host[end - address - 1] = '\0';
-                colon = end + 1;
-        } else {
-                colon = strrchr(address, ':');
-                if (!colon || (size_t) (colon - address) >= hostlen)
-                        return -EINVAL;
-                memcpy(host, address, (size_t) (colon - address));
-                host[colon - address] = '\0';
-        }
-        if (strlen(colon + 1) == 0 || strlen(colon + 1) >= portlen)
-                return -EINVAL;
-        strcpy(port, colon + 1);
-        for (const char *p = port; *p; p++)
-                if (*p < '0' || *p > '9')
-                        return -EINVAL;
-        return 0;
+        return mkdir_p(p, 0755, 0755);
 }
 
 int listener_bind_tcp(Manager *m, const char *address, Listener *l) {
@@ -79,7 +51,7 @@ int listener_bind_tcp(Manager *m, const char *address, Listener *l) {
         char host[256], port[16];
         int fd, r, one = 1;
 
-        r = split_host_port(address, host, sizeof host, port, sizeof port);
+        r = address_split(address, NULL, host, sizeof host, port, sizeof port);
         if (r < 0)
                 return log_error_errno(r, "Invalid listen address '%s': expected HOST:PORT", address);
         r = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);

@@ -24,7 +24,7 @@
 #include "methods-booking.h"
 #include "methods-monitor.h"
 #include "shared/clock.h"
-#include "shared/fsutil.h"
+#include "shared/fs.h"
 #include "shared/macro.h"
 
 #define SWEEP_USEC       (250 * 1000ull)
@@ -456,7 +456,7 @@ int manager_start(Manager *m) {
                 if (r < 0)
                         return log_error_errno(r, "Cannot find a state directory; use --state-dir");
         }
-        r = mkdir_p(m->state_dir, 0700);
+        r = mkdir_p(m->state_dir, 0700, 0755);
         if (r < 0)
                 return log_error_errno(r, "Cannot create state directory %s: %s", m->state_dir,
                                        strerror(-r));

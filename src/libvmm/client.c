@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,13 +18,14 @@
 
 #include <msgpack.h>
 
+#include "shared/address.h"
 #include "shared/macro.h"
+#include "shared/mpscan.h"
 #include "vmm/client.h"
 #include "vmm/protocol.h"
 
 #define READ_CHUNK           (64u * 1024u)
 #define MAX_MESSAGE_DEFAULT  (4u * 1024u * 1024u)
-#define SCAN_DEPTH_MAX       32u
 /* While flushing, incoming bytes are buffered up to this much (then we only
  * wait for the socket to take more). */
 #define FLUSH_INBUF_MAX      (16u * 1024u * 1024u)
@@ -51,131 +51,8 @@ struct VmmClient {
 
         uint8_t *in;
         size_t in_start, in_end, in_alloc;
+        MpScan scan;                /* the message at in_start, bounded before decoding */
 };
-
-/* ---- bounded scan of one MessagePack object ---- */
-
-typedef enum ScanResult {
-        SCAN_COMPLETE,
-        SCAN_NEED_MORE,
-        SCAN_BAD,
-        SCAN_TOO_LARGE,
-} ScanResult;
-
-static uint64_t load_be(const uint8_t *p, unsigned n) {
-        uint64_t v = 0;
-        for (unsigned i = 0; i < n; i++)
-                v = (v << 8) | p[i];
-        return v;
-}
-
-/* Walks buf[0..len) without allocating; every declared length or count is
- * checked against max_bytes before anything relies on it. */
-static ScanResult scan_object(const uint8_t *buf, size_t len, size_t max_bytes,
-                              unsigned max_depth, size_t *ret_len) {
-        uint64_t remaining[SCAN_DEPTH_MAX + 1];
-        unsigned depth = 0;
-        size_t pos = 0;
-
-        if (max_depth > SCAN_DEPTH_MAX)
-                max_depth = SCAN_DEPTH_MAX;
-        remaining[0] = 1;
-
-        for (;;) {
-                while (depth > 0 && remaining[depth] == 0)
-                        depth--;
-                if (depth == 0 && remaining[0] == 0) {
-                        *ret_len = pos;
-                        return SCAN_COMPLETE;
-                }
-                if (pos >= len)
-                        return SCAN_NEED_MORE;
-
-                uint8_t b = buf[pos];
-                unsigned hdr = 1, lenbytes = 0, extra = 0;
-                uint64_t payload = 0, count = 0;
-                bool container = false, is_map = false;
-
-                if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-                        /* fixint, nil, bool */
-                } else if (b <= 0x8f) {
-                        container = is_map = true;
-                        count = b & 0x0f;
-                } else if (b <= 0x9f) {
-                        container = true;
-                        count = b & 0x0f;
-                } else if (b <= 0xbf) {
-                        payload = b & 0x1f;
-                } else {
-                        switch (b) {
-                        case 0xc4: case 0xc5: case 0xc6:      /* bin 8/16/32 */
-                                lenbytes = 1u << (b - 0xc4);
-                                break;
-                        case 0xc7: case 0xc8: case 0xc9:      /* ext 8/16/32 */
-                                lenbytes = 1u << (b - 0xc7);
-                                extra = 1;
-                                break;
-                        case 0xca: payload = 4; break;
-                        case 0xcb: payload = 8; break;
-                        case 0xcc: case 0xcd: case 0xce: case 0xcf:
-                                payload = 1u << (b - 0xcc);
-                                break;
-                        case 0xd0: case 0xd1: case 0xd2: case 0xd3:
-                                payload = 1u << (b - 0xd0);
-                                break;
-                        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-                                payload = 1 + (1u << (b - 0xd4));   /* fixext */
-                                break;
-                        case 0xd9: case 0xda: case 0xdb:      /* str 8/16/32 */
-                                lenbytes = 1u << (b - 0xd9);
-                                break;
-                        case 0xdc: case 0xdd:                 /* array 16/32 */
-                                container = true;
-                                lenbytes = 2u << (b - 0xdc);
-                                break;
-                        case 0xde: case 0xdf:                 /* map 16/32 */
-                                container = is_map = true;
-                                lenbytes = 2u << (b - 0xde);
-                                break;
-                        default:                              /* 0xc1 */
-                                return SCAN_BAD;
-                        }
-                }
-
-                hdr += lenbytes;
-                if (pos + hdr > max_bytes)
-                        return SCAN_TOO_LARGE;
-                if (pos + hdr > len)
-                        return SCAN_NEED_MORE;
-                if (lenbytes > 0) {
-                        uint64_t v = load_be(buf + pos + 1, lenbytes);
-                        if (container)
-                                count = v;
-                        else
-                                payload = v + extra;
-                }
-                remaining[depth]--;
-
-                if (container) {
-                        size_t left = max_bytes - (pos + hdr);
-                        if (count > left || (is_map && count * 2 > left))
-                                return SCAN_TOO_LARGE;
-                        if (depth + 1 > max_depth)
-                                return SCAN_TOO_LARGE;
-                        pos += hdr;
-                        if (count > 0) {
-                                depth++;
-                                remaining[depth] = is_map ? count * 2 : count;
-                        }
-                } else {
-                        if (payload > max_bytes - (pos + hdr))
-                                return SCAN_TOO_LARGE;
-                        if (pos + hdr + payload > len)
-                                return SCAN_NEED_MORE;
-                        pos += hdr + (size_t) payload;
-                }
-        }
-}
 
 /* ---- time and waiting ---- */
 
@@ -224,6 +101,7 @@ int vmm_client_new(VmmClient **ret) {
         c->next_msgid = 1;
         c->max_request = VMM_MAX_MSG_TCP;
         c->max_message = MAX_MESSAGE_DEFAULT;
+        mpscan_init(&c->scan, c->max_message, MPSCAN_DEPTH_CAP);
         msgpack_sbuffer_init(&c->out);
         msgpack_packer_init(&c->pk, &c->out, msgpack_sbuffer_write);
         *ret = c;
@@ -256,6 +134,7 @@ void vmm_client_set_max_request(VmmClient *c, size_t bytes) {
 
 void vmm_client_set_max_message(VmmClient *c, size_t bytes) {
         c->max_message = bytes > 0 ? bytes : MAX_MESSAGE_DEFAULT;
+        mpscan_init(&c->scan, c->max_message, MPSCAN_DEPTH_CAP);
 }
 
 static int adopt(VmmClient *c, int fd) {
@@ -337,16 +216,21 @@ int vmm_client_connect_tcp(VmmClient *c, const char *host, const char *port) {
         struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
         struct addrinfo *res = NULL;
         int g = getaddrinfo(host, port, &hints, &res);
-        if (g != 0) {
-                if (g == EAI_MEMORY)
-                        return -ENOMEM;
-                if (g == EAI_SYSTEM)
-                        return negative_errno();
-                if (g == EAI_SERVICE)
-                        return -EINVAL;
-                return -EHOSTUNREACH;
+        switch (g) {
+        case 0:
+                break;
+        case EAI_MEMORY:
+                return -ENOMEM;
+        case EAI_SYSTEM:
+                return negative_errno();
+        case EAI_SERVICE:
+                return -EINVAL;
+        case EAI_AGAIN:
+                return -EAGAIN;         /* the resolver did not answer: try again */
+        default:
+                return -ENXIO;          /* the name does not resolve (EAI_NONAME, ...) */
         }
-        int r = -EHOSTUNREACH;
+        int r = -ENXIO;
         for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
                 r = connect_one(c, ai->ai_family, ai->ai_addr, ai->ai_addrlen);
                 if (r >= 0 || r == -ETIMEDOUT)
@@ -357,36 +241,15 @@ int vmm_client_connect_tcp(VmmClient *c, const char *host, const char *port) {
 }
 
 int vmm_client_connect(VmmClient *c, const char *address) {
-        char port_default[16];
+        char port_default[16], host[NI_MAXHOST], port[NI_MAXSERV];
         if (!c || !address || !*address)
                 return -EINVAL;
         if (strchr(address, '/'))
                 return vmm_client_connect_unix(c, address);
 
         (void) snprintf(port_default, sizeof(port_default), "%d", VMM_DEFAULT_PORT);
-        _cleanup_free_ char *copy = strdup(address);
-        if (!copy)
-                return -ENOMEM;
-        char *host = copy, *port = port_default;
-        if (copy[0] == '[') {
-                char *end = strchr(copy, ']');
-                if (!end || end == copy + 1)
-                        return -EINVAL;
-                *end = '\0';
-                host = copy + 1;
-                if (end[1] == ':')
-                        port = end + 2;
-                else if (end[1] != '\0')
-                        return -EINVAL;
-        } else {
-                char *colon = strchr(copy, ':');
-                if (colon && !strchr(colon + 1, ':')) {
-                        /* exactly one ':': host:port; more is a bare IPv6 address */
-                        *colon = '\0';
-                        port = colon + 1;
-                }
-        }
-        if (!*host || !*port)
+        int r = address_split(address, port_default, host, sizeof(host), port, sizeof(port));
+        if (r < 0)
                 return -EINVAL;
         return vmm_client_connect_tcp(c, host, port);
 }
@@ -698,19 +561,21 @@ static int read_message(VmmClient *c, VmmMessage *ret) {
         for (;;) {
                 if (c->in_end > c->in_start) {
                         size_t len = 0;
-                        switch (scan_object(c->in + c->in_start, c->in_end - c->in_start,
-                                            c->max_message, SCAN_DEPTH_MAX, &len)) {
-                        case SCAN_COMPLETE: {
+                        /* resumable: bytes already walked are not walked again */
+                        switch (mpscan_feed(&c->scan, c->in + c->in_start,
+                                            c->in_end - c->in_start, &len)) {
+                        case MPSCAN_COMPLETE: {
+                                mpscan_reset(&c->scan);
                                 int r = decode(c, len, ret);
                                 if (r < 0 && r != -ENOMEM)
                                         c->error = r;
                                 return r;
                         }
-                        case SCAN_BAD:
+                        case MPSCAN_BAD:
                                 return (c->error = -EBADMSG);
-                        case SCAN_TOO_LARGE:
+                        case MPSCAN_TOO_LARGE:
                                 return (c->error = -EMSGSIZE);
-                        case SCAN_NEED_MORE:
+                        default:
                                 break;
                         }
                 }
@@ -837,188 +702,4 @@ bool vmm_object_uint(const msgpack_object *o, uint64_t *ret) {
         if (ret)
                 *ret = o->via.u64;
         return true;
-}
-
-/* ---- JSON ---- */
-
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t utf8_seq(const uint8_t *p, size_t n) {
-        uint8_t b = p[0];
-        size_t len;
-        uint8_t lo = 0x80, hi = 0xbf;
-        if (b < 0x80)
-                return 1;
-        if (b >= 0xc2 && b <= 0xdf)
-                len = 2;
-        else if (b >= 0xe0 && b <= 0xef) {
-                len = 3;
-                if (b == 0xe0)
-                        lo = 0xa0;
-                else if (b == 0xed)
-                        hi = 0x9f;
-        } else if (b >= 0xf0 && b <= 0xf4) {
-                len = 4;
-                if (b == 0xf0)
-                        lo = 0x90;
-                else if (b == 0xf4)
-                        hi = 0x8f;
-        } else
-                return 0;
-        if (len > n)
-                return 0;
-        if (p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t i = 2; i < len; i++)
-                if (p[i] < 0x80 || p[i] > 0xbf)
-                        return 0;
-        return len;
-}
-
-static void json_string(FILE *f, const char *s, size_t n) {
-        const uint8_t *p = (const uint8_t *) s;
-        fputc('"', f);
-        for (size_t i = 0; i < n;) {
-                uint8_t b = p[i];
-                if (b == '"' || b == '\\') {
-                        fputc('\\', f);
-                        fputc(b, f);
-                        i++;
-                } else if (b < 0x20) {
-                        switch (b) {
-                        case '\n': fputs("\\n", f); break;
-                        case '\r': fputs("\\r", f); break;
-                        case '\t': fputs("\\t", f); break;
-                        case '\b': fputs("\\b", f); break;
-                        case '\f': fputs("\\f", f); break;
-                        default: fprintf(f, "\\u%04x", b); break;
-                        }
-                        i++;
-                } else {
-                        size_t k = utf8_seq(p + i, n - i);
-                        if (k == 0) {
-                                fputs("\\ufffd", f);
-                                i++;
-                        } else {
-                                fwrite(p + i, 1, k, f);
-                                i += k;
-                        }
-                }
-        }
-        fputc('"', f);
-}
-
-static void json_indent(FILE *f, unsigned flags, unsigned level) {
-        if (!(flags & VMM_JSON_PRETTY))
-                return;
-        fputc('\n', f);
-        for (unsigned i = 0; i < level; i++)
-                fputs("  ", f);
-}
-
-static void json_value(FILE *f, const msgpack_object *o, unsigned flags, unsigned level);
-
-static void json_key(FILE *f, const msgpack_object *k, unsigned flags, unsigned level) {
-        char buf[32];
-        switch (k->type) {
-        case MSGPACK_OBJECT_STR:
-                json_string(f, k->via.str.ptr, k->via.str.size);
-                return;
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-                (void) snprintf(buf, sizeof(buf), "%" PRIu64, k->via.u64);
-                json_string(f, buf, strlen(buf));
-                return;
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-                (void) snprintf(buf, sizeof(buf), "%" PRId64, k->via.i64);
-                json_string(f, buf, strlen(buf));
-                return;
-        default: {
-                /* any other key: its JSON text, as a string */
-                char *text = NULL;
-                size_t len = 0;
-                FILE *m = open_memstream(&text, &len);
-                if (!m) {
-                        fputs("\"\"", f);
-                        return;
-                }
-                json_value(m, k, 0, 0);
-                if (fclose(m) == 0 && text)
-                        json_string(f, text, len);
-                else
-                        fputs("\"\"", f);
-                free(text);
-                return;
-        }
-        }
-        (void) flags;
-        (void) level;
-}
-
-static void json_value(FILE *f, const msgpack_object *o, unsigned flags, unsigned level) {
-        switch (o->type) {
-        case MSGPACK_OBJECT_NIL:
-                fputs("null", f);
-                break;
-        case MSGPACK_OBJECT_BOOLEAN:
-                fputs(o->via.boolean ? "true" : "false", f);
-                break;
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-                fprintf(f, "%" PRIu64, o->via.u64);
-                break;
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-                fprintf(f, "%" PRId64, o->via.i64);
-                break;
-        case MSGPACK_OBJECT_FLOAT32:
-        case MSGPACK_OBJECT_FLOAT64:
-                if (!isfinite(o->via.f64))
-                        fputs("null", f);
-                else
-                        fprintf(f, o->type == MSGPACK_OBJECT_FLOAT32 ? "%.9g" : "%.17g",
-                                o->via.f64);
-                break;
-        case MSGPACK_OBJECT_STR:
-                json_string(f, o->via.str.ptr, o->via.str.size);
-                break;
-        case MSGPACK_OBJECT_BIN:
-                fputc('"', f);
-                for (uint32_t i = 0; i < o->via.bin.size; i++)
-                        fprintf(f, "%02x", (unsigned) (uint8_t) o->via.bin.ptr[i]);
-                fputc('"', f);
-                break;
-        case MSGPACK_OBJECT_ARRAY:
-                fputc('[', f);
-                for (uint32_t i = 0; i < o->via.array.size; i++) {
-                        if (i > 0)
-                                fputc(',', f);
-                        json_indent(f, flags, level + 1);
-                        json_value(f, &o->via.array.ptr[i], flags, level + 1);
-                }
-                if (o->via.array.size > 0)
-                        json_indent(f, flags, level);
-                fputc(']', f);
-                break;
-        case MSGPACK_OBJECT_MAP:
-                fputc('{', f);
-                for (uint32_t i = 0; i < o->via.map.size; i++) {
-                        if (i > 0)
-                                fputc(',', f);
-                        json_indent(f, flags, level + 1);
-                        json_key(f, &o->via.map.ptr[i].key, flags, level + 1);
-                        fputs((flags & VMM_JSON_PRETTY) ? ": " : ":", f);
-                        json_value(f, &o->via.map.ptr[i].val, flags, level + 1);
-                }
-                if (o->via.map.size > 0)
-                        json_indent(f, flags, level);
-                fputc('}', f);
-                break;
-        default:
-                fputs("null", f);
-                break;
-        }
-}
-
-int vmm_json_print(FILE *f, const msgpack_object *o, unsigned flags) {
-        if (!f || !o)
-                return -EINVAL;
-        json_value(f, o, flags, 0);
-        return ferror(f) ? -EIO : 0;
 }

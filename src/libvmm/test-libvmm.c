@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tools/common/json.h"
 #include "vmm/client.h"
 
 static int failures = 0;
@@ -160,9 +161,9 @@ static void scenario_basic(const char *addr) {
         CHECK_EQ_INT(msgpack_pack_map(pk, 0), 0);
         CHECK_EQ_INT(vmm_call_end(c, &m), 0);
         CHECK_EQ_INT(m.error, VMM_OK);
-        CHECK_EQ_INT(vmm_json_print(stdout, &m.result, 0), 0);
+        CHECK_EQ_INT(json_print(stdout, &m.result, 0), 0);
         putchar('\n');
-        CHECK_EQ_INT(vmm_json_print(stdout, &m.result, VMM_JSON_PRETTY), 0);
+        CHECK_EQ_INT(json_print(stdout, &m.result, JSON_PRETTY), 0);
         putchar('\n');
         fflush(stdout);
         vmm_message_release(&m);
@@ -300,6 +301,8 @@ static void scenario_addresses(const char *unused) {
                 { ":7707", -EINVAL },
                 { "/nonexistent/dir/sock", -ENOENT },
                 { "127.0.0.1:notaport", -EINVAL },
+                /* a name that cannot resolve, refused by the resolver without a query */
+                { "bad..host-name:7707", -ENXIO },
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 VmmClient *c;

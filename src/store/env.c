@@ -19,7 +19,7 @@
 #include "build-config.h"
 #include "record.h"
 #include "shared/clock.h"
-#include "shared/fsutil.h"
+#include "shared/fs.h"
 #include "store-internal.h"
 
 #define STORE_MAP_INITIAL_DEFAULT (16ull << 20)
@@ -336,7 +336,7 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
         }
         s->cache_lock_init = true;
 
-        r = opts->read_only ? 0 : mkdir_p(opts->dir, 0700);
+        r = opts->read_only ? 0 : mkdir_p(opts->dir, 0700, 0755);
         if (r < 0) {
                 store_set_error(errbuf, errlen, "cannot create state directory %s: %s",
                                 opts->dir, strerror(-r));

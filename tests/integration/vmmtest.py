@@ -8,7 +8,9 @@ VMMD_BIN names the daemon binary (meson sets it). VMMTEST_IGNORE_EXIT=1 is
 a development aid only: it skips the exit-status check after SIGTERM."""
 
 import os
+import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -518,3 +520,38 @@ def list_all(client, method='vm.list', filter=None, limit=None, extra=None):
         assert res['next'] == res[key][-1][idkey], f'next is not the last id: {res!r}'
         after = res['next']
         assert pages < 100000
+
+
+class Pty:
+    """A program on a pseudo-terminal: keys in, screen text out."""
+
+    def __init__(self, argv, env):
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     start_new_session=True)
+        os.close(slave)
+        self.text = ''
+
+    def keys(self, data):
+        os.write(self.master, data.encode())
+
+    def expect(self, pattern, timeout=15):
+        deadline = time.monotonic() + timeout
+        start = len(self.text)
+        while not re.search(pattern, self.text[start:]):
+            left = deadline - time.monotonic()
+            assert left > 0, f'{pattern!r} not seen; screen: {self.text[start:]!r}'
+            r, _, _ = select.select([self.master], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    chunk = b''
+                assert chunk, f'the program ended; screen: {self.text[start:]!r}'
+                self.text += chunk.decode(errors='replace')
+        return self.text[start:]
+
+    def close(self):
+        rc = self.proc.wait(15)
+        os.close(self.master)
+        return rc

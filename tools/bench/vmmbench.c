@@ -34,7 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shared/address.h"
 #include "shared/macro.h"
+#include "shared/mpscan.h"
 #include "shared/secret.h"
 #include "vmm/protocol.h"
 
@@ -322,72 +324,22 @@ static uint64_t read_be(const uint8_t *p, unsigned bytes) {
 }
 
 /* Length of the first complete MessagePack object in p[0..n): > 0, or 0 when
- * more bytes are needed, or -1 when the bytes are not MessagePack. One
- * counter of objects still expected is enough to skip nested values. */
+ * more bytes are needed, or -1 when the bytes are not MessagePack or declare
+ * more than a response may hold. The shared pre-scanner, from the start each
+ * time (a reply is small; the walk is a few headers). */
 static ssize_t mp_object_len(const uint8_t *p, size_t n) {
-        size_t off = 0;
-        uint64_t pending = 1;
+        MpScan scan;
+        size_t len = 0;
 
-        while (pending > 0) {
-                if (off >= n)
-                        return 0;
-                uint8_t c = p[off++];
-                pending--;
-                unsigned hdr = 0;       /* bytes of a length field */
-                uint64_t body = 0;      /* payload bytes */
-                int kind = 0;           /* 1 str/bin, 2 ext, 3 array, 4 map */
-
-                if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
-                        ;
-                else if ((c & 0xf0) == 0x80)
-                        pending += 2u * (c & 0x0fu);
-                else if ((c & 0xf0) == 0x90)
-                        pending += c & 0x0fu;
-                else if ((c & 0xe0) == 0xa0)
-                        body = c & 0x1fu;
-                else
-                        switch (c) {
-                        case 0xc4: case 0xd9: hdr = 1; kind = 1; break;
-                        case 0xc5: case 0xda: hdr = 2; kind = 1; break;
-                        case 0xc6: case 0xdb: hdr = 4; kind = 1; break;
-                        case 0xc7: hdr = 1; kind = 2; break;
-                        case 0xc8: hdr = 2; kind = 2; break;
-                        case 0xc9: hdr = 4; kind = 2; break;
-                        case 0xcc: case 0xd0: body = 1; break;
-                        case 0xcd: case 0xd1: body = 2; break;
-                        case 0xca: case 0xce: case 0xd2: body = 4; break;
-                        case 0xcb: case 0xcf: case 0xd3: body = 8; break;
-                        case 0xd4: body = 2; break;
-                        case 0xd5: body = 3; break;
-                        case 0xd6: body = 5; break;
-                        case 0xd7: body = 9; break;
-                        case 0xd8: body = 17; break;
-                        case 0xdc: hdr = 2; kind = 3; break;
-                        case 0xdd: hdr = 4; kind = 3; break;
-                        case 0xde: hdr = 2; kind = 4; break;
-                        case 0xdf: hdr = 4; kind = 4; break;
-                        default:
-                                return -1;
-                        }
-                if (hdr > 0) {
-                        if (n - off < hdr)
-                                return 0;
-                        uint64_t len = read_be(p + off, hdr);
-                        off += hdr;
-                        if (kind == 1)
-                                body = len;
-                        else if (kind == 2)
-                                body = len + 1;
-                        else if (kind == 3)
-                                pending += len;
-                        else
-                                pending += 2 * len;
-                }
-                if (body > n - off)
-                        return 0;
-                off += (size_t) body;
+        mpscan_init(&scan, RBUF_MAX, MPSCAN_DEPTH_CAP);
+        switch (mpscan_feed(&scan, p, n, &len)) {
+        case MPSCAN_COMPLETE:
+                return (ssize_t) len;
+        case MPSCAN_NEED_MORE:
+                return 0;
+        default:
+                return -1;
         }
-        return (ssize_t) off;
 }
 
 /* A string at p (of a complete object); false if not a string. */
@@ -552,25 +504,13 @@ typedef struct Target {
 } Target;
 
 static int target_parse(const char *s, Target *ret) {
-        char host[100];
-        const char *port;
+        char host[100], port[16];
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
 
-        if (s[0] == '[') {
-                const char *e = strchr(s, ']');
-                if (!e || e[1] != ':' || (size_t) (e - s - 1) >= sizeof host)
-                        return -EINVAL;
-                snprintf(host, sizeof host, "%.*s", (int) (e - s - 1), s + 1);
-                port = e + 2;
-        } else {
-                const char *c = strrchr(s, ':');
-                if (!c || (size_t) (c - s) >= sizeof host)
-                        return -EINVAL;
-                snprintf(host, sizeof host, "%.*s", (int) (c - s), s);
-                port = c + 1;
-        }
+        if (address_split(s, NULL, host, sizeof host, port, sizeof port) < 0)
+                return -EINVAL;
         if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
-                return -EHOSTUNREACH;
+                return -ENXIO;
         bool loopback = false;
         if (res->ai_family == AF_INET) {
                 const struct sockaddr_in *in = (const struct sockaddr_in *) res->ai_addr;
@@ -588,6 +528,19 @@ static int target_parse(const char *s, Target *ret) {
         snprintf(ret->text, sizeof ret->text, "%s", s);
         freeaddrinfo(res);
         return 0;
+}
+
+static const char *target_error(int r) {
+        switch (r) {
+        case -EPERM:
+                return "not a loopback address (vmmbench drives loopback only)";
+        case -ENXIO:
+                return "the host name does not resolve";
+        case -EINVAL:
+                return "not HOST:PORT or [IPv6]:PORT";
+        default:
+                return strerror(-r);
+        }
 }
 
 /* A connected TCP socket (blocking, with timeouts); source: an IPv4 source
@@ -1638,7 +1591,7 @@ static int run_startup(void) {
         r = target_parse(arg_server, &t);
         if (r < 0) {
                 fprintf(stderr, "vmmbench: --server %s: %s\n", arg_server,
-                        r == -EPERM ? "not a loopback address" : strerror(-r));
+                        target_error(r));
                 return r;
         }
         if (!mkdtemp(dir))
@@ -1996,8 +1949,7 @@ int main(int argc, char *argv[]) {
         r = target_parse(arg_server, &b.target);
         if (r < 0) {
                 fprintf(stderr, "vmmbench: --server %s: %s\n", arg_server,
-                        r == -EPERM ? "not a loopback address (vmmbench drives loopback only)"
-                                    : strerror(-r));
+                        target_error(r));
                 return EXIT_FAILURE;
         }
 

@@ -11,11 +11,15 @@
 #include <msgpack.h>
 
 #include "shared/macro.h"
+#include "tools/common/edit.h"
+#include "tools/common/escape.h"
 #include "tools/common/output.h"
 #include "vmm/client.h"
 
 #define ANSI_BOLD  "\033[1m"
 #define ANSI_RESET "\033[0m"
+#define FIELD_WIDTH 16
+#define CELL_MAX    512   /* one formatted cell (a DISKS cell is allocated) */
 
 int table_add_row(Table *t, const char *const *row) {
         size_t base = t->n_rows * t->n_cols;
@@ -36,6 +40,18 @@ int table_add_row(Table *t, const char *const *row) {
         return 0;
 }
 
+/* Columns on the screen of a UTF-8 string (one per character: the cells
+ * hold escaped text, so no control characters; wide characters are rare
+ * enough in ids to be left alone). */
+static size_t text_width(const char *s) {
+        size_t w = 0;
+
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if ((*p & 0xc0) != 0x80)
+                        w++;
+        return w;
+}
+
 int table_print(const Table *t, FILE *f, bool bold) {
         _cleanup_free_ size_t *width = calloc(MAX(t->n_cols, (size_t) 1), sizeof(size_t));
 
@@ -43,17 +59,17 @@ int table_print(const Table *t, FILE *f, bool bold) {
                 return -ENOMEM;
         for (size_t r = 0; r < t->n_rows; r++)
                 for (size_t i = 0; i < t->n_cols; i++)
-                        width[i] = MAX(width[i], strlen(t->cells[r * t->n_cols + i]));
+                        width[i] = MAX(width[i], text_width(t->cells[r * t->n_cols + i]));
         for (size_t r = 0; r < t->n_rows; r++) {
                 bool b = bold && r == 0;
                 if (b)
                         fputs(ANSI_BOLD, f);
                 for (size_t i = 0; i < t->n_cols; i++) {
                         const char *s = t->cells[r * t->n_cols + i];
+                        fputs(s, f);
                         if (i + 1 < t->n_cols)
-                                fprintf(f, "%-*s  ", (int) MIN(width[i], (size_t) INT32_MAX), s);
-                        else
-                                fputs(s, f);
+                                fprintf(f, "%*s", (int) MIN(width[i] - text_width(s) + 2,
+                                                            (size_t) INT32_MAX), "");
                 }
                 fputs(b ? ANSI_RESET "\n" : "\n", f);
         }
@@ -77,7 +93,7 @@ void fmt_time(const msgpack_object *o, char *buf, size_t n) {
                 return;
         }
         s = (time_t) (ms / 1000);
-        if (!localtime_r(&s, &tm) || strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        if (!gmtime_r(&s, &tm) || strftime(buf, n, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
                 (void) snprintf(buf, n, "%" PRIu64, ms);
 }
 
@@ -100,8 +116,7 @@ void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
         if (!o || o->type == MSGPACK_OBJECT_NIL)
                 (void) snprintf(buf, n, "-");
         else if (o->type == MSGPACK_OBJECT_STR)
-                (void) snprintf(buf, n, "%.*s", (int) MIN(o->via.str.size, (uint32_t) INT32_MAX),
-                                o->via.str.ptr);
+                (void) text_escape_buf(o->via.str.ptr, o->via.str.size, 0, buf, n);
         else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
                 (void) snprintf(buf, n, "%" PRIu64, o->via.u64);
         else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
@@ -112,7 +127,16 @@ void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
                 (void) snprintf(buf, n, "?");
 }
 
-char *fmt_disks(const msgpack_object *disks, const char *sep) {
+void fmt_size(const msgpack_object *o, const char *unit, char *buf, size_t n) {
+        uint64_t v;
+
+        if (vmm_object_uint(o, &v))
+                (void) snprintf(buf, n, "%" PRIu64 " %s", v, unit);
+        else
+                fmt_scalar(o, buf, n);
+}
+
+char *fmt_disks(const msgpack_object *disks) {
         char *text = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&text, &len);
@@ -121,10 +145,11 @@ char *fmt_disks(const msgpack_object *disks, const char *sep) {
         if (!f)
                 return NULL;
         for (uint32_t i = 0; i < n; i++) {
-                char id[256], size[32];
+                char id[256], size[48];
                 fmt_scalar(vmm_object_get(&disks->via.array.ptr[i], "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(&disks->via.array.ptr[i], "size"), size, sizeof(size));
-                fprintf(f, "%s%s:%s", i > 0 ? sep : "", id, size);
+                fmt_size(vmm_object_get(&disks->via.array.ptr[i], "size"), "GiB", size,
+                         sizeof(size));
+                fprintf(f, "%s%s %s", i > 0 ? ", " : "", id, size);
         }
         if (n == 0)
                 fputs("-", f);
@@ -135,6 +160,121 @@ char *fmt_disks(const msgpack_object *disks, const char *sep) {
         return text;
 }
 
+int strv_push_keys(char ***v, size_t *n, const msgpack_object *list, const char *key) {
+        for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size;
+             i++) {
+                _cleanup_free_ char *s = vmm_object_strdup(
+                        vmm_object_get(&list->via.array.ptr[i], key));
+                if (s && strv_push(v, n, s) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 bool output_color_enabled(FILE *f, bool disabled) {
         return !disabled && !getenv("NO_COLOR") && isatty(fileno(f));
+}
+
+void print_field(FILE *f, int indent, const char *label, const char *value) {
+        int pad = FIELD_WIDTH - indent - (int) MIN(text_width(label), (size_t) 64);
+
+        fprintf(f, "%*s%s:%*s %s\n", indent, "", label, MAX(pad, 0), "", value);
+}
+
+void print_vm(FILE *f, const msgpack_object *vm) {
+        static const char *const fields[] = {
+                "vm_id", "ram", "cpu", "disks", "registered_at", "updated_at",
+                "last_seen_at", "connected", "authorized",
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                const msgpack_object *v = vmm_object_get(vm, fields[i]);
+                _cleanup_free_ char *disks = NULL;
+                char buf[512];
+                const char *text = buf;
+
+                if (strcmp(fields[i], "disks") == 0)
+                        text = disks = fmt_disks(v);
+                else if (strstr(fields[i], "_at"))
+                        fmt_time(v, buf, sizeof(buf));
+                else if (strcmp(fields[i], "ram") == 0)
+                        fmt_size(v, "MiB", buf, sizeof(buf));
+                else
+                        fmt_scalar(v, buf, sizeof(buf));
+                print_field(f, 0, fields[i], text ? text : "?");
+        }
+}
+
+int print_items(FILE *f, const Column *cols, size_t n_cols, const msgpack_object *const *items,
+                size_t n, bool bold, const char *empty_note) {
+        _cleanup_free_ const char **row = calloc(MAX(n_cols, (size_t) 1), sizeof(char *));
+        _cleanup_free_ char *cells = calloc(MAX(n_cols, (size_t) 1), CELL_MAX);
+        Table t = { .n_cols = n_cols };
+        int r;
+
+        if (!row || !cells)
+                return -ENOMEM;
+        for (size_t c = 0; c < n_cols; c++)
+                row[c] = cols[c].header;
+        r = table_add_row(&t, row);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_free_ char *disks = NULL;
+                for (size_t c = 0; c < n_cols; c++) {
+                        const msgpack_object *v = vmm_object_get(items[i], cols[c].key);
+                        char *cell = cells + c * CELL_MAX;
+                        row[c] = cell;
+                        switch (cols[c].kind) {
+                        case COLUMN_TIME:
+                                fmt_time(v, cell, CELL_MAX);
+                                break;
+                        case COLUMN_MIB:
+                                fmt_size(v, "MiB", cell, CELL_MAX);
+                                break;
+                        case COLUMN_GIB:
+                                fmt_size(v, "GiB", cell, CELL_MAX);
+                                break;
+                        case COLUMN_DISKS:
+                                free(disks);
+                                disks = fmt_disks(v);
+                                row[c] = disks ? disks : "?";
+                                break;
+                        default:
+                                fmt_scalar(v, cell, CELL_MAX);
+                                break;
+                        }
+                }
+                r = table_add_row(&t, row);
+        }
+        if (r >= 0) {
+                if (n == 0 && empty_note)
+                        fprintf(f, "%s\n", empty_note);
+                else
+                        r = table_print(&t, f, bold);
+        }
+        table_done(&t);
+        return r;
+}
+
+int print_vm_table(FILE *f, const msgpack_object *const *vms, size_t n, bool bold,
+                   const char *empty_note) {
+        static const Column cols[] = {
+                { "VM_ID", "vm_id", COLUMN_TEXT },
+                { "RAM", "ram", COLUMN_MIB },
+                { "CPU", "cpu", COLUMN_TEXT },
+                { "DISKS", "disks", COLUMN_DISKS },
+                { "CONNECTED", "connected", COLUMN_TEXT },
+                { "AUTHORIZED", "authorized", COLUMN_TEXT },
+                { "LAST_SEEN", "last_seen_at", COLUMN_TIME },
+        };
+        return print_items(f, cols, ELEMENTSOF(cols), vms, n, bold, empty_note);
+}
+
+int print_disk_table(FILE *f, const msgpack_object *const *disks, size_t n, bool bold,
+                     const char *empty_note) {
+        static const Column cols[] = {
+                { "DISK", "id", COLUMN_TEXT },
+                { "SIZE", "size", COLUMN_GIB },
+                { "VM", "vm_id", COLUMN_TEXT },
+        };
+        return print_items(f, cols, ELEMENTSOF(cols), disks, n, bold, empty_note);
 }

@@ -22,6 +22,10 @@
 
 #include "build-config.h"
 #include "shared/macro.h"
+#include "tools/common/edit.h"
+#include "tools/common/errors.h"
+#include "tools/common/escape.h"
+#include "tools/common/json.h"
 #include "tools/common/output.h"
 #include "vmm/client.h"
 #include "vmm/protocol.h"
@@ -32,6 +36,7 @@
 #define EXIT_LOCAL       4
 
 #define DEFAULT_TIMEOUT_MS 60000
+#define SYSTEM_SOCKET      "/run/vmmd/admin.sock"
 #define WATCH_POLL_MS      200
 
 /* -1 in go-on results: "no exit status yet, carry on". */
@@ -58,20 +63,26 @@ static void erase_and_freep(char **s) {
 }
 #define _cleanup_erase_ _cleanup_(erase_and_freep)
 
+static const Reporter *reporter(void) {
+        static Reporter rep;
+
+        rep = (Reporter) { .prefix = "vmadm: ", .text = stderr, .json = arg_json };
+        return &rep;
+}
+
 _printf_(1, 2)
 static int usage_error(const char *fmt, ...) {
         va_list ap;
 
-        fputs("vmadm: ", stderr);
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        report_errorv(reporter(), ERROR_USAGE, false, fmt, ap);
         va_end(ap);
-        fputs("\nTry 'vmadm --help'.\n", stderr);
+        fputs("Try 'vmadm --help'.\n", stderr);
         return EXIT_USAGE;
 }
 
 static int local_error(const char *what, int r) {
-        fprintf(stderr, "vmadm: %s: %s\n", what, strerror(-r));
+        report_error(reporter(), ERROR_LOCAL, false, "%s: %s", what, strerror(-r));
         return EXIT_LOCAL;
 }
 
@@ -94,7 +105,7 @@ static bool use_color(void) {
 }
 
 static void print_json(const msgpack_object *o) {
-        (void) vmm_json_print(stdout, o, 0);
+        (void) json_print(stdout, o, 0);
         putchar('\n');
 }
 
@@ -110,25 +121,32 @@ static void ctx_drop(Ctx *ctx) {
         ctx->client = vmm_client_free(ctx->client);
 }
 
-/* The socket: --socket, $VMADM_SOCKET, /run/vmmd/admin.sock for root, else
- * $XDG_RUNTIME_DIR/vmmd/admin.sock (the daemon's defaults). */
+/* The socket: --socket, $VMADM_SOCKET, /run/vmmd/admin.sock for root; for
+ * anyone else (an admin group member) /run/vmmd/admin.sock when it exists
+ * (the system's vmmd), else $XDG_RUNTIME_DIR/vmmd/admin.sock (a vmmd of
+ * their own). */
 static int ctx_resolve_path(Ctx *ctx) {
         const char *e;
+        struct stat st;
 
         if (arg_socket && *arg_socket)
                 e = arg_socket;
         else if ((e = getenv("VMADM_SOCKET")) && *e)
                 ;
         else if (geteuid() == 0)
-                e = "/run/vmmd/admin.sock";
+                e = SYSTEM_SOCKET;
+        else if (stat(SYSTEM_SOCKET, &st) == 0 || errno == EACCES)
+                e = SYSTEM_SOCKET;      /* there, even if its directory hides it from us */
         else if ((e = getenv("XDG_RUNTIME_DIR")) && *e == '/') {
                 if ((size_t) snprintf(ctx->path, sizeof(ctx->path), "%s/vmmd/admin.sock", e) >=
                     sizeof(ctx->path))
                         return usage_error("XDG_RUNTIME_DIR is too long");
                 return 0;
         } else {
-                fprintf(stderr, "vmadm: no admin socket: XDG_RUNTIME_DIR is not set; "
-                        "use --socket PATH or VMADM_SOCKET\n");
+                report_error(reporter(), ERROR_UNREACHABLE, false,
+                             "no admin socket: %s does not exist and XDG_RUNTIME_DIR is not "
+                             "set; is vmmd running? Give its socket with --socket PATH or "
+                             "VMADM_SOCKET", SYSTEM_SOCKET);
                 return EXIT_UNREACHABLE;
         }
         if ((size_t) snprintf(ctx->path, sizeof(ctx->path), "%s", e) >= sizeof(ctx->path))
@@ -149,7 +167,8 @@ static int report_connect_failure(const char *path, int r) {
         case EACCES:
         case EPERM:
                 why = "permission denied (the admin socket serves root, vmmd's user and "
-                      "its admin group)";
+                      "its admin group: join it, e.g. usermod -aG vmmd USER, and log in "
+                      "again)";
                 break;
         case ENOTSOCK:
                 why = "not a socket";
@@ -158,7 +177,8 @@ static int report_connect_failure(const char *path, int r) {
                 why = strerror(-r);
                 break;
         }
-        fprintf(stderr, "vmadm: cannot connect to %s: %s\n", path, why);
+        report_error(reporter(), ERROR_UNREACHABLE, false, "cannot connect to %s: %s", path,
+                     why);
         return EXIT_UNREACHABLE;
 }
 
@@ -187,20 +207,32 @@ static int ctx_connect(Ctx *ctx, int timeout_ms) {
 
 static int report_lost(Ctx *ctx, int r) {
         if (r == -ECONNRESET)
-                fprintf(stderr, "vmadm: %s: the daemon closed the connection\n", ctx->path);
+                report_error(reporter(), ERROR_UNREACHABLE, false,
+                             "%s: the daemon closed the connection (stopped or restarted?)",
+                             ctx->path);
         else if (r == -ETIMEDOUT)
-                fprintf(stderr, "vmadm: %s: no answer from the daemon (see --timeout)\n",
-                        ctx->path);
+                report_error(reporter(), ERROR_UNREACHABLE, false,
+                             "%s: no answer from the daemon (see --timeout)", ctx->path);
         else
-                fprintf(stderr, "vmadm: %s: connection failed: %s\n", ctx->path, strerror(-r));
+                report_error(reporter(), ERROR_UNREACHABLE, false, "%s: connection failed: %s",
+                             ctx->path, strerror(-r));
         ctx_drop(ctx);
         return EXIT_UNREACHABLE;
 }
 
-static int report_daemon_error(Ctx *ctx, const VmmMessage *m) {
-        const char *code = m->error_code && *m->error_code ? m->error_code : "unknown";
+/* What the daemon says, in terms of what an administrator types. */
+static const ErrorText vmadm_texts[] = {
+        { "bad_request", "^id: ",
+          "a session id is 12 hex digits, as 'vmadm sessions' shows" },
+        { "conflict", "backup",
+          "a backup is already running; try again when it has finished" },
+        { "unknown_method", NULL,
+          "this vmmd does not know that command (it is older than vmadm)" },
+        { NULL, NULL, NULL },
+};
 
-        fprintf(stderr, "vmadm: %s: %s\n", code, m->error_message ? m->error_message : "");
+static int daemon_error(Ctx *ctx, const VmmMessage *m) {
+        report_daemon_error(reporter(), vmadm_texts, m->error_code, m->error_message);
         if (m->msgid == 0)
                 ctx_drop(ctx);         /* the daemon refused the whole connection */
         return EXIT_DAEMON;
@@ -279,7 +311,7 @@ static int rpc(Ctx *ctx, const char *method, const Params *p, int pass_fd, int t
         if (r < 0)
                 return report_lost(ctx, r);
         if (ret->error != VMM_OK)
-                return report_daemon_error(ctx, ret);
+                return daemon_error(ctx, ret);
         return 0;
 }
 
@@ -367,118 +399,47 @@ static void print_json_list(const char *key, const Pages *pg) {
         for (size_t i = 0; i < pg->n_items; i++) {
                 if (i > 0)
                         putchar(',');
-                (void) vmm_json_print(stdout, pg->items[i], 0);
+                (void) json_print(stdout, pg->items[i], 0);
         }
         printf("]}\n");
 }
 
 /* ---- human output ---- */
 
-static int table_finish(Table *t) {
-        int r = table_print(t, stdout, use_color());
-        table_done(t);
+static int vm_table(const Pages *pg) {
+        int r = print_vm_table(stdout, pg->items, pg->n_items, use_color(), "(no VMs)");
         return r < 0 ? local_error("output", r) : 0;
 }
 
-static int print_vm_table(const Pages *pg) {
-        static const char *const header[] = {
-                "VM_ID", "RAM", "CPU", "DISKS", "CONNECTED", "AUTHORIZED", "LAST_SEEN",
-        };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < pg->n_items; i++) {
-                const msgpack_object *vm = pg->items[i];
-                char id[128], ram[32], cpu[32], conn[8], authz[8], seen[64];
-                _cleanup_free_ char *disks = fmt_disks(vmm_object_get(vm, "disks"), ",");
-                fmt_scalar(vmm_object_get(vm, "vm_id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(vm, "ram"), ram, sizeof(ram));
-                fmt_scalar(vmm_object_get(vm, "cpu"), cpu, sizeof(cpu));
-                fmt_scalar(vmm_object_get(vm, "connected"), conn, sizeof(conn));
-                fmt_scalar(vmm_object_get(vm, "authorized"), authz, sizeof(authz));
-                fmt_time(vmm_object_get(vm, "last_seen_at"), seen, sizeof(seen));
-                const char *row[] = { id, ram, cpu, disks ? disks : "?", conn, authz, seen };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return local_error("output", r);
-        }
-        return table_finish(&t);
-}
-
-static int print_disk_table(const Pages *pg) {
-        static const char *const header[] = { "DISK", "SIZE", "VM" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < pg->n_items; i++) {
-                char id[128], size[32], vm[128];
-                fmt_scalar(vmm_object_get(pg->items[i], "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(pg->items[i], "size"), size, sizeof(size));
-                fmt_scalar(vmm_object_get(pg->items[i], "vm_id"), vm, sizeof(vm));
-                const char *row[] = { id, size, vm };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return local_error("output", r);
-        }
-        return table_finish(&t);
+static int disk_table(const Pages *pg) {
+        int r = print_disk_table(stdout, pg->items, pg->n_items, use_color(), "(no disks)");
+        return r < 0 ? local_error("output", r) : 0;
 }
 
 static int print_session_table(const Pages *pg) {
-        static const char *const header[] = { "ID", "VM", "CREATED", "EXPIRES", "CONNECTED" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < pg->n_items; i++) {
-                const msgpack_object *s = pg->items[i];
-                char id[128], vm[128], created[64], expires[64], conn[8];
-                fmt_scalar(vmm_object_get(s, "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(s, "vm_id"), vm, sizeof(vm));
-                fmt_time(vmm_object_get(s, "created_at"), created, sizeof(created));
-                fmt_time(vmm_object_get(s, "expires_at"), expires, sizeof(expires));
-                fmt_scalar(vmm_object_get(s, "connected"), conn, sizeof(conn));
-                const char *row[] = { id, vm, created, expires, conn };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return local_error("output", r);
-        }
-        return table_finish(&t);
+        static const Column cols[] = {
+                { "ID", "id", COLUMN_TEXT },
+                { "VM", "vm_id", COLUMN_TEXT },
+                { "CREATED", "created_at", COLUMN_TIME },
+                { "EXPIRES", "expires_at", COLUMN_TIME },
+                { "CONNECTED", "connected", COLUMN_TEXT },
+        };
+        int r = print_items(stdout, cols, ELEMENTSOF(cols), pg->items, pg->n_items, use_color(),
+                            "(no sessions)");
+        return r < 0 ? local_error("output", r) : 0;
 }
 
 static int print_conn_table(const Pages *pg) {
-        static const char *const header[] = { "ID", "PEER", "VM", "SINCE", "REQUESTS" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-
-        for (size_t i = 0; r >= 0 && i < pg->n_items; i++) {
-                const msgpack_object *c = pg->items[i];
-                char id[32], peer[160], vm[128], since[64], reqs[32];
-                fmt_scalar(vmm_object_get(c, "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(c, "peer"), peer, sizeof(peer));
-                fmt_scalar(vmm_object_get(c, "vm_id"), vm, sizeof(vm));
-                fmt_time(vmm_object_get(c, "since"), since, sizeof(since));
-                fmt_scalar(vmm_object_get(c, "requests"), reqs, sizeof(reqs));
-                const char *row[] = { id, peer, vm, since, reqs };
-                r = table_add_row(&t, row);
-        }
-        if (r < 0) {
-                table_done(&t);
-                return local_error("output", r);
-        }
-        return table_finish(&t);
-}
-
-/* "label:" padded to width, then the value. */
-static void print_field(int indent, const char *label, size_t label_len, const char *value) {
-        int pad = 16 - indent - (int) MIN(label_len, (size_t) 64);
-
-        printf("%*s%.*s:%*s %s\n", indent, "", (int) MIN(label_len, (size_t) 64), label,
-               MAX(pad, 0), "", value);
+        static const Column cols[] = {
+                { "ID", "id", COLUMN_TEXT },
+                { "PEER", "peer", COLUMN_TEXT },
+                { "VM", "vm_id", COLUMN_TEXT },
+                { "SINCE", "since", COLUMN_TIME },
+                { "REQUESTS", "requests", COLUMN_TEXT },
+        };
+        int r = print_items(stdout, cols, ELEMENTSOF(cols), pg->items, pg->n_items, use_color(),
+                            "(no connections)");
+        return r < 0 ? local_error("output", r) : 0;
 }
 
 static bool key_is_time(const char *k, size_t n) {
@@ -486,29 +447,32 @@ static bool key_is_time(const char *k, size_t n) {
                streq_n(k, n, "since");
 }
 
-/* A map as "key: value" lines: times in local time, uptime as a duration,
- * maps nested, anything else that is not a scalar as JSON. */
+/* A map as "key: value" lines: times in UTC, uptime as a duration, sizes in
+ * bytes with their unit, maps nested, anything else that is not a scalar as
+ * JSON; the per-method figures are left to `vmadm stats`. */
 static void print_map(const msgpack_object *o, int indent) {
         if (!o || o->type != MSGPACK_OBJECT_MAP)
                 return;
         for (uint32_t i = 0; i < o->via.map.size; i++) {
                 const msgpack_object *k = &o->via.map.ptr[i].key;
                 const msgpack_object *v = &o->via.map.ptr[i].val;
-                char buf[512];
+                char buf[512], key[128];
                 uint64_t u;
 
                 if (k->type != MSGPACK_OBJECT_STR)
                         continue;
-                const char *key = k->via.str.ptr;
                 size_t n = k->via.str.size;
+                (void) text_escape_buf(k->via.str.ptr, n, 0, key, sizeof(key));
+                if (indent == 0 && streq_n(k->via.str.ptr, n, "methods"))
+                        continue;
                 if (v->type == MSGPACK_OBJECT_MAP) {
-                        printf("%*s%.*s:\n", indent, "", (int) MIN(n, (size_t) 64), key);
+                        printf("%*s%s:\n", indent, "", key);
                         print_map(v, indent + 2);
                         continue;
                 }
-                if (streq_n(key, n, "uptime_ms") && vmm_object_uint(v, &u)) {
+                if (streq_n(k->via.str.ptr, n, "uptime_ms") && vmm_object_uint(v, &u)) {
                         fmt_duration(u, buf, sizeof(buf));
-                        print_field(indent, "uptime", 6, buf);
+                        print_field(stdout, indent, "uptime", buf);
                         continue;
                 }
                 if (v->type == MSGPACK_OBJECT_ARRAY) {
@@ -517,66 +481,19 @@ static void print_map(const msgpack_object *o, int indent) {
                         FILE *f = open_memstream(&text, &len);
                         if (!f)
                                 continue;
-                        (void) vmm_json_print(f, v, 0);
+                        (void) json_print(f, v, 0);
                         if (fclose(f) == 0)
-                                print_field(indent, key, n, text);
+                                print_field(stdout, indent, key, text);
                         free(text);
                         continue;
                 }
-                if (key_is_time(key, n))
+                if (key_is_time(k->via.str.ptr, n))
                         fmt_time(v, buf, sizeof(buf));
+                else if (n > 6 && memcmp(k->via.str.ptr + n - 6, "_bytes", 6) == 0)
+                        fmt_size(v, "bytes", buf, sizeof(buf));
                 else
                         fmt_scalar(v, buf, sizeof(buf));
-                print_field(indent, key, n, buf);
-        }
-}
-
-/* "disk1 100 GiB, disk2 200 GiB"; "-" when none. */
-static char *format_vm_disks(const msgpack_object *disks) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        uint32_t n = disks && disks->type == MSGPACK_OBJECT_ARRAY ? disks->via.array.size : 0;
-
-        if (!f)
-                return NULL;
-        for (uint32_t i = 0; i < n; i++) {
-                char id[256], size[32];
-                fmt_scalar(vmm_object_get(&disks->via.array.ptr[i], "id"), id, sizeof(id));
-                fmt_scalar(vmm_object_get(&disks->via.array.ptr[i], "size"), size, sizeof(size));
-                fprintf(f, "%s%s %s GiB", i > 0 ? ", " : "", id, size);
-        }
-        if (n == 0)
-                fputs("-", f);
-        if (fclose(f) != 0) {
-                free(text);
-                return NULL;
-        }
-        return text;
-}
-
-static void print_vm(const msgpack_object *vm) {
-        static const char *const fields[] = {
-                "vm_id", "ram", "cpu", "disks", "registered_at", "updated_at",
-                "last_seen_at", "connected", "authorized",
-        };
-        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
-                const msgpack_object *v = vmm_object_get(vm, fields[i]);
-                _cleanup_free_ char *disks = NULL;
-                char buf[512];
-                const char *text = buf;
-
-                if (strcmp(fields[i], "disks") == 0)
-                        text = disks = format_vm_disks(v);
-                else if (strstr(fields[i], "_at"))
-                        fmt_time(v, buf, sizeof(buf));
-                else if (strcmp(fields[i], "ram") == 0 && v && v->type != MSGPACK_OBJECT_NIL) {
-                        char n[32];
-                        fmt_scalar(v, n, sizeof(n));
-                        (void) snprintf(buf, sizeof(buf), "%s MiB", n);
-                } else
-                        fmt_scalar(v, buf, sizeof(buf));
-                print_field(0, fields[i], strlen(fields[i]), text ? text : "?");
+                print_field(stdout, indent, key, buf);
         }
 }
 
@@ -601,6 +518,7 @@ enum {
         OPT_PASSWORD_STDIN,
         OPT_SESSION,
         OPT_LIMIT,
+        OPT_FORCE,
 };
 
 static const struct option command_options[] = {
@@ -612,15 +530,18 @@ static const struct option command_options[] = {
         { "password-stdin", no_argument,       NULL, OPT_PASSWORD_STDIN },
         { "session",        required_argument, NULL, OPT_SESSION },
         { "limit",          required_argument, NULL, OPT_LIMIT },
+        { "force",          no_argument,       NULL, OPT_FORCE },
         { 0 }
 };
 
 #define TAKES_PASSWORD (1u << 0)
 #define TAKES_SESSION  (1u << 1)
 #define TAKES_LIMIT    (1u << 2)
+#define TAKES_FORCE    (1u << 3)
 
 typedef struct Parsed {
         bool password_stdin;
+        bool force;
         uint64_t limit;
         const char *session;
         char **args;
@@ -683,6 +604,12 @@ static int parse_command(const Command *cmd, unsigned takes, int min_args, int m
                                                    cmd->name, VMM_PAGE_MIN, VMM_PAGE_MAX,
                                                    optarg);
                         break;
+                case OPT_FORCE:
+                        if (!(takes & TAKES_FORCE))
+                                return usage_error("%s: option '--force' does not apply",
+                                                   cmd->name);
+                        ret->force = true;
+                        break;
                 case ':':
                         return usage_error("%s: option '%s' needs a value", cmd->name,
                                            argv[optind - 1]);
@@ -741,14 +668,16 @@ static int read_password_stdin(char **ret) {
 
         if (n < 0) {
                 free(line);
-                fprintf(stderr, "vmadm: --password-stdin: no password on stdin\n");
+                report_error(reporter(), ERROR_LOCAL, false,
+                             "--password-stdin: no password on stdin");
                 return EXIT_LOCAL;
         }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
                 line[--n] = '\0';
         if (n == 0) {
                 erase_and_free(line);
-                fprintf(stderr, "vmadm: --password-stdin: the password line is empty\n");
+                report_error(reporter(), ERROR_USAGE, false,
+                             "--password-stdin: the password line is empty");
                 return EXIT_USAGE;
         }
         *ret = line;
@@ -760,11 +689,11 @@ static void human_status(const msgpack_object *o, const Params *p) {
 }
 
 static void human_vm(const msgpack_object *o, const Params *p) {
-        print_vm(o);
+        print_vm(stdout, o);
 }
 
 static void human_created(const msgpack_object *o, const Params *p) {
-        char vm[128], pw[VMM_PASSWORD_MAX + 1];
+        char vm[256], pw[4 * VMM_PASSWORD_MAX + 1];
 
         fmt_scalar(vmm_object_get(o, "vm_id"), vm, sizeof(vm));
         fmt_scalar(vmm_object_get(o, "password"), pw, sizeof(pw));
@@ -773,7 +702,7 @@ static void human_created(const msgpack_object *o, const Params *p) {
 }
 
 static void human_passwd(const msgpack_object *o, const Params *p) {
-        char vm[128], pw[VMM_PASSWORD_MAX + 1];
+        char vm[256], pw[4 * VMM_PASSWORD_MAX + 1];
 
         fmt_scalar(vmm_object_get(o, "vm_id"), vm, sizeof(vm));
         fmt_scalar(vmm_object_get(o, "password"), pw, sizeof(pw));
@@ -824,7 +753,7 @@ static int cmd_list(Ctx *ctx, const Command *cmd, int argc, char **argv) {
                                            "not '%s'", a.args[0]);
                 p.filter = a.args[0];
         }
-        return run_list(ctx, VMM_M_VM_LIST, &p, "vms", print_vm_table);
+        return run_list(ctx, VMM_M_VM_LIST, &p, "vms", vm_table);
 }
 
 static int cmd_show(Ctx *ctx, const Command *cmd, int argc, char **argv) {
@@ -845,7 +774,7 @@ static int cmd_disks(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         if (r != GO_ON)
                 return r;
         p.limit = a.limit;
-        return run_list(ctx, VMM_M_DISK_LIST, &p, "disks", print_disk_table);
+        return run_list(ctx, VMM_M_DISK_LIST, &p, "disks", disk_table);
 }
 
 static int cmd_create(Ctx *ctx, const Command *cmd, int argc, char **argv) {
@@ -912,9 +841,19 @@ static int cmd_revoke(Ctx *ctx, const Command *cmd, int argc, char **argv) {
                 return r;
         if ((a.n_args == 1) == (a.session != NULL))
                 return usage_error("revoke: give either a VM or --session ID");
-        if (a.session)
-                p.id_str = a.session;
-        else
+        char sid[16];
+        if (a.session) {
+                size_t n = strlen(a.session);
+                bool ok = n == 12;
+                for (size_t i = 0; ok && i < n; i++)
+                        ok = isxdigit((unsigned char) a.session[i]);
+                if (!ok)
+                        return usage_error("revoke: a session id is 12 hex digits, as 'vmadm "
+                                           "sessions' shows, not '%s'", a.session);
+                for (size_t i = 0; i <= n; i++)
+                        sid[i] = (char) tolower((unsigned char) a.session[i]);
+                p.id_str = sid;
+        } else
                 p.vm_id = a.args[0];
         return run_simple(ctx, VMM_M_SESSION_REVOKE, &p, human_revoked);
 }
@@ -952,37 +891,216 @@ static int cmd_shutdown(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         return run_simple(ctx, VMM_M_SHUTDOWN, NULL, human_shutdown);
 }
 
+static int cmd_reload(Ctx *ctx, const Command *cmd, int argc, char **argv) {
+        Parsed a = { 0 };
+        VmmMessage m = { 0 };
+        int r = parse_command(cmd, 0, 0, 0, argc, argv, &a);
+
+        if (r != GO_ON)
+                return r;
+        r = ctx_connect(ctx, default_timeout());
+        if (r != 0)
+                return r;
+        /* rpc() would report a refusal as a daemon error; this one has its own words */
+        r = vmm_client_begin(ctx->client, VMM_M_RELOAD, 0, NULL, NULL);
+        if (r >= 0)
+                r = vmm_call_end(ctx->client, &m);
+        if (r < 0)
+                return r == -ENOMEM ? local_error("reload", r) : report_lost(ctx, r);
+        if (m.error == VMM_E_BAD_REQUEST && m.msgid != 0) {
+                /* "FILE:LINE: message": the file was refused, the old settings stay */
+                report_error(reporter(), m.error_code, false,
+                             "vmmd kept its settings: %s", m.error_message);
+                r = EXIT_DAEMON;
+        } else if (m.error != VMM_OK)
+                r = daemon_error(ctx, &m);
+        else if (arg_json)
+                print_json(&m.result);
+        else
+                puts("vmmd reloaded its configuration");
+        vmm_message_release(&m);
+        return r;
+}
+
+/* METHOD CALLS ERRORS P50 P99 from status' "methods", busiest first. */
+static int stats_table(const msgpack_object *methods) {
+        static const char *const header[] = { "METHOD", "CALLS", "ERRORS", "P50", "P99" };
+        const uint32_t n = methods->via.map.size;
+        _cleanup_free_ uint32_t *order = calloc(MAX(n, 1u), sizeof(uint32_t));
+        Table t = { .n_cols = ELEMENTSOF(header) };
+        int r;
+
+        if (!order)
+                return local_error("output", -ENOMEM);
+        for (uint32_t i = 0; i < n; i++)
+                order[i] = i;
+        /* a few dozen methods at most: insertion sort by calls, descending */
+        for (uint32_t i = 1; i < n; i++) {
+                uint32_t k = order[i], j = i;
+                uint64_t ck = 0, cj = 0;
+                (void) vmm_object_uint(vmm_object_get(&methods->via.map.ptr[k].val, "calls"),
+                                       &ck);
+                for (; j > 0; j--) {
+                        cj = 0;
+                        (void) vmm_object_uint(vmm_object_get(
+                                &methods->via.map.ptr[order[j - 1]].val, "calls"), &cj);
+                        if (cj >= ck)
+                                break;
+                        order[j] = order[j - 1];
+                }
+                order[j] = k;
+        }
+        r = table_add_row(&t, header);
+        for (uint32_t i = 0; r >= 0 && i < n; i++) {
+                const msgpack_object *k = &methods->via.map.ptr[order[i]].key;
+                const msgpack_object *v = &methods->via.map.ptr[order[i]].val;
+                char name[128], calls[32], errs[32], p50[48], p99[48];
+                fmt_scalar(k, name, sizeof(name));
+                fmt_scalar(vmm_object_get(v, "calls"), calls, sizeof(calls));
+                fmt_scalar(vmm_object_get(v, "errors"), errs, sizeof(errs));
+                fmt_size(vmm_object_get(v, "p50_us"), "\xc2\xb5s", p50, sizeof(p50));
+                fmt_size(vmm_object_get(v, "p99_us"), "\xc2\xb5s", p99, sizeof(p99));
+                const char *row[] = { name, calls, errs, p50, p99 };
+                r = table_add_row(&t, row);
+        }
+        if (r >= 0)
+                r = table_print(&t, stdout, use_color());
+        table_done(&t);
+        return r < 0 ? local_error("output", r) : 0;
+}
+
+static int cmd_stats(Ctx *ctx, const Command *cmd, int argc, char **argv) {
+        Parsed a = { 0 };
+        VmmMessage m = { 0 };
+        int r = parse_command(cmd, 0, 0, 0, argc, argv, &a);
+
+        if (r != GO_ON)
+                return r;
+        r = rpc(ctx, VMM_M_STATUS, NULL, -1, default_timeout(), &m);
+        if (r == 0) {
+                const msgpack_object *methods = vmm_object_get(&m.result, "methods");
+                if (!methods || methods->type != MSGPACK_OBJECT_MAP) {
+                        report_error(reporter(), ERROR_LOCAL, false,
+                                     "this vmmd does not count its requests by method (it is "
+                                     "older than vmadm)");
+                        r = EXIT_DAEMON;
+                } else if (arg_json) {
+                        fputs("{\"methods\":", stdout);
+                        (void) json_print(stdout, methods, 0);
+                        fputs("}\n", stdout);
+                } else
+                        r = stats_table(methods);
+        }
+        vmm_message_release(&m);
+        return r;
+}
+
 /* ---- backup ---- */
+
+/* The backup's file, made by vmadm with the caller's rights: never through a
+ * symbolic link, never readable by others (it holds every password hash and
+ * the token key). Without --force FILE must not exist; with it, the copy is
+ * written to a new file beside FILE and renamed over it when complete, so an
+ * existing regular file is replaced whole, and anything else is refused. */
+typedef struct BackupFile {
+        const char *path;
+        char *tmp;              /* --force: the new file, renamed to path at the end */
+        int fd;
+} BackupFile;
+
+static int backup_open(BackupFile *b, bool force) {
+        struct stat st;
+
+        if (!force) {
+                b->fd = open(b->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC |
+                             O_NOCTTY, 0600);
+                if (b->fd >= 0)
+                        return 0;
+                if (errno == EEXIST)
+                        report_error(reporter(), ERROR_LOCAL, false,
+                                     "%s exists; give --force to replace it", b->path);
+                else
+                        report_error(reporter(), ERROR_LOCAL, false, "cannot create %s: %s",
+                                     b->path, strerror(errno));
+                return EXIT_LOCAL;
+        }
+        if (lstat(b->path, &st) == 0 && !S_ISREG(st.st_mode)) {
+                report_error(reporter(), ERROR_LOCAL, false,
+                             "%s is %s, not a regular file: not replacing it", b->path,
+                             S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
+                return EXIT_LOCAL;
+        }
+        if (asprintf(&b->tmp, "%s.XXXXXX", b->path) < 0) {
+                b->tmp = NULL;
+                return local_error("backup", -ENOMEM);
+        }
+        b->fd = mkostemp(b->tmp, O_CLOEXEC);        /* O_EXCL, mode 0600 */
+        if (b->fd < 0) {
+                report_error(reporter(), ERROR_LOCAL, false, "cannot create a file beside %s: %s",
+                             b->path, strerror(errno));
+                free(b->tmp);
+                b->tmp = NULL;
+                return EXIT_LOCAL;
+        }
+        return 0;
+}
+
+/* ok: keep the copy (sync it, rename it into place); else remove it. */
+static int backup_close(BackupFile *b, bool ok) {
+        int r = 0;
+
+        if (b->fd < 0)
+                return 0;
+        if (ok && fsync(b->fd) < 0 && errno != EINVAL) {
+                report_error(reporter(), ERROR_LOCAL, false, "cannot sync %s: %s", b->path,
+                             strerror(errno));
+                ok = false;
+                r = EXIT_LOCAL;
+        }
+        (void) close(b->fd);
+        b->fd = -1;
+        if (ok && b->tmp && rename(b->tmp, b->path) < 0) {
+                report_error(reporter(), ERROR_LOCAL, false, "cannot replace %s: %s", b->path,
+                             strerror(errno));
+                ok = false;
+                r = EXIT_LOCAL;
+        }
+        if (!ok)
+                (void) unlink(b->tmp ? b->tmp : b->path);
+        free(b->tmp);
+        b->tmp = NULL;
+        return r;
+}
 
 static int cmd_backup(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         Parsed a = { 0 };
         VmmMessage m = { 0 };
-        _cleanup_close_ int fd = -1;
         uint64_t bytes = 0;
-        int r = parse_command(cmd, 0, 1, 1, argc, argv, &a);
+        int r = parse_command(cmd, TAKES_FORCE, 1, 1, argc, argv, &a);
 
         if (r != GO_ON)
                 return r;
-        /* connect first: no file is created or truncated when the daemon is away */
+        /* connect first: no file is created when the daemon is away */
         r = ctx_connect(ctx, arg_timeout_ms != 0 ? arg_timeout_ms : -1);
         if (r != 0)
                 return r;
-        fd = open(a.args[0], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
-        if (fd < 0) {
-                fprintf(stderr, "vmadm: cannot open %s: %s\n", a.args[0], strerror(errno));
-                return EXIT_LOCAL;
-        }
-        r = rpc(ctx, VMM_M_BACKUP, NULL, fd, arg_timeout_ms != 0 ? arg_timeout_ms : -1, &m);
+        BackupFile b = { .path = a.args[0], .fd = -1 };
+        r = backup_open(&b, a.force);
+        if (r != 0)
+                return r;
+        r = rpc(ctx, VMM_M_BACKUP, NULL, b.fd, arg_timeout_ms != 0 ? arg_timeout_ms : -1, &m);
+        int q = backup_close(&b, r == 0);
+        if (r == 0 && q != 0)
+                r = q;
         if (r == 0) {
                 (void) vmm_object_uint(vmm_object_get(&m.result, "bytes"), &bytes);
-                if (fsync(fd) < 0 && errno != EINVAL) {
-                        fprintf(stderr, "vmadm: cannot sync %s: %s\n", a.args[0],
-                                strerror(errno));
-                        r = EXIT_LOCAL;
-                } else if (arg_json)
+                if (arg_json)
                         print_json(&m.result);
-                else
-                        printf("wrote %" PRIu64 " bytes to %s\n", bytes, a.args[0]);
+                else {
+                        printf("wrote %" PRIu64 " bytes to ", bytes);
+                        fputs_escaped(stdout, a.args[0], strlen(a.args[0]), 0);
+                        putchar('\n');
+                }
         }
         vmm_message_release(&m);
         return r;
@@ -999,32 +1117,30 @@ static void print_value_quoted(const msgpack_object *v) {
         bool quote;
 
         if (v->type == MSGPACK_OBJECT_MAP || v->type == MSGPACK_OBJECT_ARRAY) {
-                (void) vmm_json_print(stdout, v, 0);
+                (void) json_print(stdout, v, 0);
                 return;
         }
+        /* escaped already (no control characters, backslashes doubled) */
         fmt_scalar(v, buf, sizeof(buf));
         quote = buf[0] == '\0';
         for (const char *c = buf; *c && !quote; c++)
-                quote = *c == ' ' || *c == '"' || *c == '=' || (unsigned char) *c < 0x20;
+                quote = *c == ' ' || *c == '"' || *c == '=';
         if (!quote) {
                 fputs(buf, stdout);
                 return;
         }
         putchar('"');
         for (const char *c = buf; *c; c++) {
-                if (*c == '"' || *c == '\\')
-                        printf("\\%c", *c);
-                else if ((unsigned char) *c < 0x20)
-                        printf("\\x%02x", (unsigned) (unsigned char) *c);
-                else
-                        putchar(*c);
+                if (*c == '"')
+                        putchar('\\');
+                putchar(*c);
         }
         putchar('"');
 }
 
 /* "TIME TYPE key=value ..." */
 static void print_event_line(const msgpack_object *ev) {
-        char t[64], type[64];
+        char t[64], type[128], key[128];
 
         fmt_time(vmm_object_get(ev, "time"), t, sizeof(t));
         fmt_scalar(vmm_object_get(ev, "type"), type, sizeof(type));
@@ -1036,7 +1152,8 @@ static void print_event_line(const msgpack_object *ev) {
                     streq_n(k->via.str.ptr, k->via.str.size, "time") ||
                     streq_n(k->via.str.ptr, k->via.str.size, "seq"))
                         continue;
-                printf(" %.*s=", (int) MIN(k->via.str.size, 64u), k->via.str.ptr);
+                (void) text_escape_buf(k->via.str.ptr, k->via.str.size, 0, key, sizeof(key));
+                printf(" %s=", key);
                 print_value_quoted(&ev->via.map.ptr[i].val);
         }
         putchar('\n');
@@ -1053,7 +1170,7 @@ static int watch_loop(Ctx *ctx) {
                 if (r < 0)
                         return interrupted ? 0 : report_lost(ctx, r);
                 if (m.type == VMM_MESSAGE_RESPONSE && m.error != VMM_OK) {
-                        r = report_daemon_error(ctx, &m);
+                        r = daemon_error(ctx, &m);
                         vmm_message_release(&m);
                         return r;
                 }
@@ -1119,11 +1236,14 @@ static const char console_help[] =
         "  clients\n"
         "  kick CONN\n"
         "  watch                        (Ctrl-C returns to the console)\n"
-        "  backup FILE\n"
+        "  backup FILE [--force]\n"
         "  shutdown\n"
+        "  reload                       re-read the configuration file\n"
+        "  stats                        requests per method\n"
         "Seed server-console commands:\n"
         "  LIST_CONNECTED  LIST_AUTHORIZED  LIST_ALL  LIST_DISKS\n"
-        "  HELP [COMMAND]  EXIT (or end of input)\n";
+        "  HELP [COMMAND]  EXIT (or end of input)\n"
+        "On a terminal: line editing, history, TAB completes commands and VM ids.\n";
 
 static int console_line(Ctx *ctx, char *line, bool *ret_exit) {
         static const struct {
@@ -1187,11 +1307,71 @@ static int console_line(Ctx *ctx, char *line, bool *ret_exit) {
         return cmd->run(ctx, cmd, n, words);
 }
 
+static const Command *command_list(size_t *ret_n);
+
+/* One page of VM ids, when the console is connected; silent on failure. */
+static void complete_vm_ids(Ctx *ctx, char ***v, size_t *n) {
+        VmmMessage m = { 0 };
+        Params p = { .filter = "all" };
+        msgpack_packer *pk;
+
+        if (!ctx->client)
+                return;
+        vmm_client_set_timeout(ctx->client, default_timeout());
+        int r = vmm_client_begin_map(ctx->client, VMM_M_VM_LIST, params_count(&p), &pk, NULL);
+        if (r >= 0 && params_pack(pk, &p) < 0) {
+                vmm_client_cancel(ctx->client);
+                r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = vmm_call_end(ctx->client, &m);
+        if (r < 0) {
+                if (r != -ENOMEM)
+                        ctx_drop(ctx);
+                return;
+        }
+        (void) strv_push_keys(v, n, vmm_object_get(&m.result, "vms"), "vm_id");
+        vmm_message_release(&m);
+}
+
+static char **console_complete(void *userdata, const char *before, bool *ret_fold_case) {
+        static const char *const seed_words[] = {
+                "LIST_CONNECTED", "LIST_AUTHORIZED", "LIST_ALL", "LIST_DISKS", "HELP", "EXIT",
+        };
+        static const char *const takes_vm[] = { "show", "delete", "passwd", "sessions",
+                                                 "revoke" };
+        Ctx *ctx = userdata;
+        char **v = NULL, first[32] = "";
+        size_t n = 0, words = line_words(before, first, sizeof(first));
+
+        if (words == 0 || (words == 1 && strcasecmp(first, "help") == 0)) {
+                size_t n_commands;
+                const Command *commands = command_list(&n_commands);
+                *ret_fold_case = true;
+                for (size_t i = 0; i < n_commands; i++)
+                        if (strcmp(commands[i].name, "console") != 0)
+                                (void) strv_push(&v, &n, commands[i].name);
+                if (words == 0)
+                        for (size_t i = 0; i < ELEMENTSOF(seed_words); i++)
+                                (void) strv_push(&v, &n, seed_words[i]);
+        } else if (words == 1) {
+                for (size_t i = 0; i < ELEMENTSOF(takes_vm); i++)
+                        if (strcasecmp(first, takes_vm[i]) == 0)
+                                complete_vm_ids(ctx, &v, &n);
+                if (strcasecmp(first, "list") == 0) {
+                        (void) strv_push(&v, &n, "connected");
+                        (void) strv_push(&v, &n, "authorized");
+                        (void) strv_push(&v, &n, "all");
+                }
+        }
+        return v;
+}
+
 static int cmd_console(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         Parsed a = { 0 };
-        _cleanup_free_ char *line = NULL;
-        size_t cap = 0;
-        bool tty = isatty(STDIN_FILENO), done = false;
+        LineEditor *le = NULL;
+        bool done = false;
+        char *line;
         int r = parse_command(cmd, 0, 0, 0, argc, argv, &a);
 
         if (r != GO_ON)
@@ -1201,20 +1381,16 @@ static int cmd_console(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         if (r != 0)
                 return r;
         ctx->console = true;
+        r = line_editor_new("vmadm", "vmadm> ", "vmadm_history", &le);
+        if (r < 0)
+                return local_error("console", r);
+        line_editor_set_completion(le, console_complete, ctx);
 
         const char *saved_socket = arg_socket;
         bool saved_json = arg_json, saved_no_color = arg_no_color;
         int saved_timeout = arg_timeout_ms;
-        while (!done) {
-                if (tty) {
-                        fputs("vmadm> ", stdout);
-                        fflush(stdout);
-                }
-                if (getline(&line, &cap, stdin) < 0) {
-                        if (tty)
-                                putchar('\n');
-                        break;
-                }
+        while (!done && (line = line_editor_read(le))) {
+                line_editor_remember(le, line);
                 (void) console_line(ctx, line, &done);
                 /* options given on one line apply to that line only */
                 if (arg_socket != saved_socket) {
@@ -1227,6 +1403,7 @@ static int cmd_console(Ctx *ctx, const Command *cmd, int argc, char **argv) {
                 arg_timeout_ms = saved_timeout;
                 fflush(stdout);
         }
+        line_editor_free(le);
         return 0;
 }
 
@@ -1281,15 +1458,25 @@ static const Command commands[] = {
           "print events as they happen",
           "Print the daemon's events until interrupted: one line per event,\n"
           "'TIME TYPE key=value ...', or with --json one JSON object per line." },
-        { "backup", cmd_backup, "FILE",
+        { "backup", cmd_backup, "FILE [--force]",
           "write a backup of the database",
           "Write a consistent, compacted copy of the database to FILE while the daemon\n"
-          "keeps serving. FILE is created (mode 0600) or truncated by vmadm with the\n"
-          "caller's permissions and handed to the daemon. Restore by starting vmmd on\n"
-          "a state directory holding the copy as vmmd.mdb." },
+          "keeps serving. vmadm creates FILE (mode 0600, never through a symbolic link)\n"
+          "with the caller's permissions and hands it to the daemon; an existing FILE\n"
+          "is replaced only with --force, and only when it is a regular file. Restore\n"
+          "by starting vmmd on a state directory holding the copy as vmmd.mdb." },
         { "shutdown", cmd_shutdown, "",
           "stop the daemon",
           "Stop the daemon cleanly: requests already received are answered." },
+        { "reload", cmd_reload, "",
+          "re-read the configuration file",
+          "Ask the daemon to read its configuration file again. Exit status 0 when the\n"
+          "new settings apply; 1, with FILE:LINE and the reason, when the daemon refused\n"
+          "the file and kept its settings. The unit's ExecReload= runs this." },
+        { "stats", cmd_stats, "",
+          "requests per method",
+          "Show the daemon's figures per method since it started: calls, errors, and\n"
+          "the median (P50) and 99th percentile (P99) time to answer, busiest first." },
         { "console", cmd_console, "",
           "interactive console",
           "Read commands from stdin, one per line, on one connection (prompt 'vmadm> '\n"
@@ -1300,6 +1487,11 @@ static const Command commands[] = {
           "show help",
           "Show help for vmadm or for one command." },
 };
+
+static const Command *command_list(size_t *ret_n) {
+        *ret_n = ELEMENTSOF(commands);
+        return commands;
+}
 
 static const Command *find_command(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
@@ -1324,7 +1516,7 @@ static void print_main_help(void) {
                "  -s, --socket PATH    admin socket (env VMADM_SOCKET; default\n"
                "                       /run/vmmd/admin.sock for root, else\n"
                "                       $XDG_RUNTIME_DIR/vmmd/admin.sock)\n"
-               "  -j, --json           print results as JSON\n"
+               "  -j, --json           print results (and errors) as JSON\n"
                "      --no-color       no colour (also NO_COLOR, or not a terminal)\n"
                "      --timeout SECS   give up waiting after this (default 60; 0 never)\n"
                "  -h, --help           show this help\n"
@@ -1416,7 +1608,8 @@ int main(int argc, char **argv) {
         r = cmd->run(&ctx, cmd, argc - optind, argv + optind);
         ctx_drop(&ctx);
         if (fflush(stdout) != 0 && r == 0) {
-                fprintf(stderr, "vmadm: cannot write output: %s\n", strerror(errno));
+                report_error(reporter(), ERROR_LOCAL, false, "cannot write output: %s",
+                             strerror(errno));
                 r = EXIT_LOCAL;
         }
         return r;

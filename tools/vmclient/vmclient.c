@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* vmclient: the VM-side tool for vmmd. One-shot subcommands (stateless, with a
- * session token) and an interactive shell with the seeds' text commands. */
+ * session token) and an interactive shell with the seeds' text commands
+ * (shell.c). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,28 +11,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <msgpack.h>
 
 #include "build-config.h"
 #include "shared/macro.h"
+#include "tools/common/errors.h"
+#include "tools/common/escape.h"
+#include "tools/common/json.h"
+#include "tools/common/output.h"
+#include "tools/vmclient/vmclient.h"
 #include "vmm/client.h"
 #include "vmm/protocol.h"
 
-#define EXIT_DAEMON      1
-#define EXIT_USAGE       2
-#define EXIT_UNREACHABLE 3
-
-#define DEFAULT_TIMEOUT_MS 60000
-
-static const char *arg_server = NULL;
-static bool arg_json = false;
-static const char *arg_token = NULL;
-static int arg_timeout_ms = DEFAULT_TIMEOUT_MS;
+const char *arg_server = NULL;
+bool arg_json = false;
+const char *arg_token = NULL;
+int arg_timeout_ms = DEFAULT_TIMEOUT_MS;
 
 /* ---- small helpers ---- */
 
@@ -47,18 +45,30 @@ static void erase_and_freep(char **s) {
 }
 #define _cleanup_erase_ _cleanup_(erase_and_freep)
 
+const Reporter *oneshot_reporter(void) {
+        static Reporter rep;
+
+        rep = (Reporter) { .prefix = "vmclient: ", .text = stderr, .json = arg_json };
+        return &rep;
+}
+
 _printf_(1, 2)
 static int usage_error(const char *fmt, ...) {
         va_list ap;
-        fputs("vmclient: ", stderr);
+
         va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
+        report_errorv(oneshot_reporter(), ERROR_USAGE, false, fmt, ap);
         va_end(ap);
-        fputs("\nTry 'vmclient --help'.\n", stderr);
+        fputs("Try 'vmclient --help'.\n", stderr);
         return EXIT_USAGE;
 }
 
-static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
+static int out_of_memory(void) {
+        report_error(oneshot_reporter(), ERROR_LOCAL, false, "out of memory");
+        return EXIT_DAEMON;
+}
+
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
         if (!s || !isdigit((unsigned char) s[0]))
                 return -EINVAL;
         errno = 0;
@@ -72,7 +82,7 @@ static int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret) 
         return 0;
 }
 
-static const char *server_address(void) {
+const char *server_address(void) {
         if (arg_server)
                 return arg_server;
         const char *e = getenv("VMCLIENT_SERVER");
@@ -81,34 +91,28 @@ static const char *server_address(void) {
         return VMM_DEFAULT_HOST ":7707";
 }
 
-static const char *token(void) {
+const char *session_token(void) {
         if (arg_token)
                 return arg_token;
         const char *e = getenv("VMCLIENT_TOKEN");
         return e && *e ? e : NULL;
 }
 
+/* What auth prints: 43 characters of base64url. */
+static bool token_looks_right(const char *t) {
+        size_t n = strlen(t);
+
+        if (n != VMM_TOKEN_LEN)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!isalnum((unsigned char) t[i]) && t[i] != '-' && t[i] != '_')
+                        return false;
+        return true;
+}
+
 /* ---- request parameters ---- */
 
-typedef struct Disk {
-        char *id;               /* NULL: the daemon picks <vm_id>-disk<N> */
-        uint64_t size;
-} Disk;
-
-typedef struct Params {
-        const char *vm_id;
-        char *password;
-        char *new_password;
-        const char *token;
-        const char *filter;
-        char *after;
-        bool has_ram, has_cpu, has_limit, has_disks;
-        uint64_t ram, cpu, limit;
-        size_t n_disks;
-        Disk *disks;
-} Params;
-
-static void params_done(Params *p) {
+void params_done(Params *p) {
         erase_and_free(p->password);
         erase_and_free(p->new_password);
         free(p->after);
@@ -118,8 +122,7 @@ static void params_done(Params *p) {
         *p = (Params) { 0 };
 }
 
-/* "[ID:]SIZE" (GiB). */
-static int params_add_disk(Params *p, const char *spec) {
+int params_add_disk(Params *p, const char *spec) {
         const char *colon = strrchr(spec, ':');
         const char *size_s = colon ? colon + 1 : spec;
         uint64_t size;
@@ -182,9 +185,7 @@ static uint32_t params_count(const Params *p) {
                !!p->after + p->has_ram + p->has_cpu + p->has_limit + p->has_disks;
 }
 
-/* Returns 0 with *ret filled (which may carry a daemon error), or a negative
- * errno when the exchange itself failed. */
-static int call(VmmClient *c, const char *method, const Params *p, VmmMessage *ret) {
+int call(VmmClient *c, const char *method, const Params *p, VmmMessage *ret) {
         msgpack_packer *pk;
         uint32_t n = params_count(p);
         int r = n > 0 ? vmm_client_begin_map(c, method, n, &pk, NULL)
@@ -199,253 +200,202 @@ static int call(VmmClient *c, const char *method, const Params *p, VmmMessage *r
         return vmm_call_end(c, ret);
 }
 
-static int open_client(VmmClient **ret) {
+/* ---- the connection and its errors ---- */
+
+int client_open(const Reporter *rep, VmmClient **ret) {
         VmmClient *c;
         const char *addr = server_address();
         int r = vmm_client_new(&c);
         if (r < 0) {
-                fprintf(stderr, "vmclient: %s\n", strerror(-r));
+                report_error(rep, ERROR_LOCAL, false, "out of memory");
                 return EXIT_DAEMON;
         }
         vmm_client_set_timeout(c, arg_timeout_ms);
         r = vmm_client_connect(c, addr);
-        if (r < 0) {
-                fprintf(stderr, "vmclient: cannot connect to %s: %s\n", addr, strerror(-r));
-                vmm_client_free(c);
-                return r == -EINVAL ? EXIT_USAGE : EXIT_UNREACHABLE;
+        if (r >= 0) {
+                *ret = c;
+                return 0;
         }
-        *ret = c;
-        return 0;
-}
-
-static void client_freep(VmmClient **c) {
-        vmm_client_free(*c);
-}
-#define _cleanup_client_ _cleanup_(client_freep)
-
-static void message_releasep(VmmMessage *m) {
-        vmm_message_release(m);
-}
-#define _cleanup_message_ _cleanup_(message_releasep)
-
-static int exchange_failed(int r, bool shell) {
-        if (shell)
-                printf("error: connection: %s\n", strerror(-r));
-        else
-                fprintf(stderr, "vmclient: connection to %s failed: %s\n", server_address(),
-                        strerror(-r));
+        vmm_client_free(c);
+        switch (r) {
+        case -EINVAL:
+                report_error(rep, ERROR_USAGE, false,
+                             "'%s' is not an address: give HOST:PORT, [IPv6]:PORT or HOST "
+                             "(--server or VMCLIENT_SERVER)", addr);
+                return EXIT_USAGE;
+        case -ENXIO:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "cannot connect to %s: the host name does not resolve (check "
+                             "--server HOST:PORT or VMCLIENT_SERVER)", addr);
+                break;
+        case -EAGAIN:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "cannot connect to %s: the name server did not answer; try again",
+                             addr);
+                break;
+        case -ECONNREFUSED:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "cannot connect to %s: connection refused. Is vmmd running there? "
+                             "Give its address with --server HOST:PORT (or VMCLIENT_SERVER)",
+                             addr);
+                break;
+        case -ETIMEDOUT:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "cannot connect to %s: no answer in time. Is the address right "
+                             "(--server HOST:PORT)? See also --timeout", addr);
+                break;
+        case -EHOSTUNREACH:
+        case -ENETUNREACH:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "cannot connect to %s: no route to that host (check --server "
+                             "HOST:PORT and the network)", addr);
+                break;
+        default:
+                report_error(rep, ERROR_UNREACHABLE, false, "cannot connect to %s: %s", addr,
+                             strerror(-r));
+                break;
+        }
         return EXIT_UNREACHABLE;
 }
 
-static int daemon_error(const VmmMessage *m, bool shell) {
-        const char *code = m->error_code && *m->error_code ? m->error_code : "unknown";
-        if (shell)
-                printf("error: %s: %s\n", code, m->error_message ? m->error_message : "");
-        else
-                fprintf(stderr, "vmclient: %s: %s\n", code,
-                        m->error_message ? m->error_message : "");
+void client_freep(VmmClient **c) {
+        vmm_client_free(*c);
+}
+
+void message_releasep(VmmMessage *m) {
+        vmm_message_release(m);
+}
+
+int report_exchange_failed(const Reporter *rep, int r) {
+        const char *addr = server_address();
+
+        switch (r) {
+        case -ECONNRESET:
+        case -EPIPE:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "the connection to %s broke: vmmd closed it (stopped, restarted, "
+                             "or an administrator closed it); run the command again", addr);
+                break;
+        case -ETIMEDOUT:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "no answer from %s in time (see --timeout)", addr);
+                break;
+        case -EBADMSG:
+        case -EPROTO:
+        case -EMSGSIZE:
+                report_error(rep, ERROR_UNREACHABLE, false,
+                             "%s answered with something that is not vmmd's protocol (is it "
+                             "vmmd's address? see --server)", addr);
+                break;
+        case -ENOMEM:
+                report_error(rep, ERROR_LOCAL, false, "out of memory");
+                return EXIT_DAEMON;
+        default:
+                report_error(rep, ERROR_UNREACHABLE, false, "the connection to %s failed: %s",
+                             addr, strerror(-r));
+                break;
+        }
+        return EXIT_UNREACHABLE;
+}
+
+/* What the daemon says, in terms of what a person types. */
+static const ErrorText oneshot_texts[] = {
+        { "unauthenticated", "not logged in",
+          "log in first: export VMCLIENT_TOKEN=$(vmclient auth VM_ID), or pass --token TOKEN" },
+        { "unauthenticated", "token is not valid",
+          "the session token is no longer valid (it expired, was revoked, or logged out): "
+          "log in again with vmclient auth VM_ID" },
+        { "unauthenticated", "wrong password",
+          "the current password is wrong" },
+        { "bad_request", "^token: ",
+          "a session token is the 43 characters that 'vmclient auth VM_ID' prints: check "
+          "--token or VMCLIENT_TOKEN" },
+        { "exists", "already described",
+          "this VM is already described: change it with vmclient update" },
+        { "not_found", "never described",
+          "this VM is not described yet: describe it first with vmclient add VM_ID --ram MiB "
+          "--cpu N" },
+        { "forbidden", "VM of this session",
+          "you can describe only the VM you logged in as (see vmclient get)" },
+        { NULL, NULL, NULL },
+};
+
+static const ErrorText shell_texts[] = {
+        { "unauthenticated", "not logged in",
+          "log in first: AUTH VM_ID PASSWORD" },
+        { "bad_request", "^token: ",
+          "the session token given with --token or VMCLIENT_TOKEN is not one that "
+          "'vmclient auth VM_ID' prints (43 characters): log in with AUTH VM_ID PASSWORD" },
+        { "unauthenticated", "token is not valid",
+          "the session has ended (it expired, was revoked, or logged out): log in again with "
+          "AUTH VM_ID PASSWORD" },
+        { "unauthenticated", "wrong password",
+          "the current password is wrong" },
+        { "exists", "already described",
+          "this VM is already described: change it with UPDATE_VM RAM CPU [DISK...]" },
+        { "not_found", "never described",
+          "this VM is not described yet: describe it first with ADD_VM VM_ID RAM CPU "
+          "[DISK...]" },
+        { "forbidden", "VM of this session",
+          "ADD_VM describes only the VM you logged in as (see GET_VM)" },
+        { NULL, NULL, NULL },
+};
+
+int report_reply_error(const Reporter *rep, const VmmMessage *m, bool shell) {
+        report_daemon_error(rep, shell ? shell_texts : oneshot_texts, m->error_code,
+                            m->error_message);
         return EXIT_DAEMON;
 }
 
-static void print_json(const msgpack_object *o) {
-        (void) vmm_json_print(stdout, o, 0);
+/* ---- output ---- */
+
+void print_json(const msgpack_object *o) {
+        (void) json_print(stdout, o, 0);
         putchar('\n');
 }
 
-/* ---- human output ---- */
-
-static void format_time(const msgpack_object *o, char *buf, size_t n) {
-        uint64_t ms;
-        if (!vmm_object_uint(o, &ms)) {
-                (void) snprintf(buf, n, "-");
-                return;
-        }
-        time_t t = (time_t) (ms / 1000);
-        struct tm tm;
-        if (!localtime_r(&t, &tm) || strftime(buf, n, "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
-                (void) snprintf(buf, n, "%" PRIu64, ms);
+void human_vm(const msgpack_object *o) {
+        print_vm(stdout, o);
 }
 
-/* A scalar as text: strings as they are, numbers, yes/no, "-" for nil or missing. */
-static void format_scalar(const msgpack_object *o, char *buf, size_t n) {
-        if (!o || o->type == MSGPACK_OBJECT_NIL)
-                (void) snprintf(buf, n, "-");
-        else if (o->type == MSGPACK_OBJECT_STR)
-                (void) snprintf(buf, n, "%.*s", (int) MIN(o->via.str.size, (uint32_t) INT32_MAX),
-                                o->via.str.ptr);
-        else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                (void) snprintf(buf, n, "%" PRIu64, o->via.u64);
-        else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                (void) snprintf(buf, n, "%" PRId64, o->via.i64);
-        else if (o->type == MSGPACK_OBJECT_BOOLEAN)
-                (void) snprintf(buf, n, "%s", o->via.boolean ? "yes" : "no");
-        else
-                (void) snprintf(buf, n, "?");
+void human_pong(const msgpack_object *o) {
+        char version[64], protocol[16], t[64];
+        fmt_scalar(vmm_object_get(o, "version"), version, sizeof(version));
+        fmt_scalar(vmm_object_get(o, "protocol"), protocol, sizeof(protocol));
+        fmt_time(vmm_object_get(o, "time"), t, sizeof(t));
+        printf("pong: vmmd %s, protocol %s, server time %s\n", version, protocol, t);
 }
 
-/* "disk1:100 disk2:200" (sizes in GiB); "-" when none. */
-static char *format_disks(const msgpack_object *disks, const char *sep) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        if (!f)
-                return NULL;
-        uint32_t n = disks && disks->type == MSGPACK_OBJECT_ARRAY ? disks->via.array.size : 0;
-        for (uint32_t i = 0; i < n; i++) {
-                char id[256], size[32];
-                format_scalar(vmm_object_get(&disks->via.array.ptr[i], "id"), id, sizeof(id));
-                format_scalar(vmm_object_get(&disks->via.array.ptr[i], "size"), size,
-                              sizeof(size));
-                fprintf(f, "%s%s:%s", i > 0 ? sep : "", id, size);
-        }
-        if (n == 0)
-                fputs("-", f);
-        if (fclose(f) != 0) {
-                free(text);
-                return NULL;
-        }
-        return text;
+void human_auth(const msgpack_object *o) {
+        char vm[256], t[64];
+        fmt_scalar(vmm_object_get(o, "vm_id"), vm, sizeof(vm));
+        fmt_time(vmm_object_get(o, "expires_at"), t, sizeof(t));
+        printf("authenticated as %s (session expires %s)\n", vm, t);
 }
 
-static void print_vm(const msgpack_object *vm) {
-        static const char *const fields[] = {
-                "vm_id", "ram", "cpu", "disks", "registered_at", "updated_at",
-                "last_seen_at", "connected", "authorized",
-        };
-        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
-                const msgpack_object *v = vmm_object_get(vm, fields[i]);
-                char buf[512];
-                _cleanup_free_ char *disks = NULL;
-                const char *text = buf;
-                if (!v && strcmp(fields[i], "vm_id") != 0)
-                        continue;
-                if (strcmp(fields[i], "disks") == 0)
-                        text = disks = format_disks(v, " ");
-                else if (strstr(fields[i], "_at"))
-                        format_time(v, buf, sizeof(buf));
-                else
-                        format_scalar(v, buf, sizeof(buf));
-                printf("%s:%*s %s\n", fields[i], (int) (13 - strlen(fields[i])), "",
-                       text ? text : "?");
-        }
+static void human_token(const msgpack_object *o) {
+        char tok[128];
+        fmt_scalar(vmm_object_get(o, "token"), tok, sizeof(tok));
+        puts(tok);
 }
 
-/* A table of text cells; columns aligned, the last one not padded. */
-typedef struct Table {
-        size_t n_cols, n_rows;
-        char **cells;           /* n_rows * n_cols, row 0 is the header */
-} Table;
-
-static void table_done(Table *t) {
-        for (size_t i = 0; i < t->n_rows * t->n_cols; i++)
-                free(t->cells[i]);
-        free(t->cells);
-        *t = (Table) { 0 };
+void human_passwd(const msgpack_object *o) {
+        puts("password changed");
 }
 
-static int table_add_row(Table *t, const char *const *row) {
-        char **cells = realloc(t->cells, (t->n_rows + 1) * t->n_cols * sizeof(char *));
-        if (!cells)
-                return -ENOMEM;
-        t->cells = cells;
-        for (size_t i = 0; i < t->n_cols; i++) {
-                cells[t->n_rows * t->n_cols + i] = strdup(row[i] ? row[i] : "?");
-                if (!cells[t->n_rows * t->n_cols + i]) {
-                        for (size_t j = 0; j < i; j++)
-                                free(cells[t->n_rows * t->n_cols + j]);
-                        return -ENOMEM;
-                }
-        }
-        t->n_rows++;
-        return 0;
+void human_logout(const msgpack_object *o) {
+        puts("logged out");
 }
 
-static void table_print(const Table *t) {
-        size_t width[16] = { 0 };
-        for (size_t r = 0; r < t->n_rows; r++)
-                for (size_t i = 0; i < t->n_cols && i < ELEMENTSOF(width); i++)
-                        width[i] = MAX(width[i], strlen(t->cells[r * t->n_cols + i]));
-        for (size_t r = 0; r < t->n_rows; r++) {
-                for (size_t i = 0; i < t->n_cols; i++) {
-                        const char *s = t->cells[r * t->n_cols + i];
-                        if (i + 1 < t->n_cols)
-                                printf("%-*s  ", (int) width[i], s);
-                        else
-                                printf("%s\n", s);
-                }
-        }
-}
-
-static int print_vm_table(const msgpack_object *const *vms, size_t n) {
-        static const char *const header[] = {
-                "VM_ID", "RAM", "CPU", "DISKS", "CONNECTED", "AUTHORIZED", "LAST_SEEN",
-                "REGISTERED",
-        };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                char id[128], ram[32], cpu[32], conn[8], authz[8], seen[64], reg[64];
-                format_scalar(vmm_object_get(vms[i], "vm_id"), id, sizeof(id));
-                format_scalar(vmm_object_get(vms[i], "ram"), ram, sizeof(ram));
-                format_scalar(vmm_object_get(vms[i], "cpu"), cpu, sizeof(cpu));
-                format_scalar(vmm_object_get(vms[i], "connected"), conn, sizeof(conn));
-                format_scalar(vmm_object_get(vms[i], "authorized"), authz, sizeof(authz));
-                format_time(vmm_object_get(vms[i], "last_seen_at"), seen, sizeof(seen));
-                format_time(vmm_object_get(vms[i], "registered_at"), reg, sizeof(reg));
-                _cleanup_free_ char *disks = format_disks(vmm_object_get(vms[i], "disks"), ",");
-                const char *row[] = { id, ram, cpu, disks, conn, authz, seen, reg };
-                r = table_add_row(&t, row);
-        }
-        if (r >= 0) {
-                if (n == 0)
-                        puts("(no VMs)");
-                else
-                        table_print(&t);
-        }
-        table_done(&t);
-        return r;
-}
-
-static int print_disk_table(const msgpack_object *const *disks, size_t n) {
-        static const char *const header[] = { "DISK", "VM", "SIZE" };
-        Table t = { .n_cols = ELEMENTSOF(header) };
-        int r = table_add_row(&t, header);
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                char id[128], vm[128], size[32];
-                format_scalar(vmm_object_get(disks[i], "id"), id, sizeof(id));
-                format_scalar(vmm_object_get(disks[i], "vm_id"), vm, sizeof(vm));
-                format_scalar(vmm_object_get(disks[i], "size"), size, sizeof(size));
-                const char *row[] = { id, vm, size };
-                r = table_add_row(&t, row);
-        }
-        if (r >= 0) {
-                if (n == 0)
-                        puts("(no disks)");
-                else
-                        table_print(&t);
-        }
-        table_done(&t);
-        return r;
-}
-
-/* ---- paged lists ---- */
-
-typedef struct Pages {
-        size_t n;
-        VmmMessage *msgs;
-} Pages;
-
-static void pages_done(Pages *p) {
+void pages_done(Pages *p) {
         for (size_t i = 0; i < p->n; i++)
                 vmm_message_release(&p->msgs[i]);
         free(p->msgs);
         *p = (Pages) { 0 };
 }
 
-/* Runs a paged list call; on a daemon error the failing message is the last
- * page and *ret_failed is set. */
-static int fetch_pages(VmmClient *c, const char *method, Params *p, bool all_pages,
-                       Pages *pages, bool *ret_failed) {
+int fetch_pages(VmmClient *c, const char *method, Params *p, bool all_pages, Pages *pages,
+                bool *ret_failed) {
         *ret_failed = false;
         for (;;) {
                 VmmMessage *m = realloc(pages->msgs, (pages->n + 1) * sizeof(VmmMessage));
@@ -475,8 +425,7 @@ static int fetch_pages(VmmClient *c, const char *method, Params *p, bool all_pag
         }
 }
 
-/* Prints the items under key of every page: one JSON object, or a table. */
-static int print_pages(const Pages *pages, const char *key, bool all_pages) {
+int print_pages(const Pages *pages, const char *key, bool all_pages) {
         size_t total = 0;
         for (size_t i = 0; i < pages->n; i++) {
                 const msgpack_object *a = vmm_object_get(&pages->msgs[i].result, key);
@@ -500,12 +449,12 @@ static int print_pages(const Pages *pages, const char *key, bool all_pages) {
                                 if (!first)
                                         putchar(',');
                                 first = false;
-                                (void) vmm_json_print(stdout, &a->via.array.ptr[j], 0);
+                                (void) json_print(stdout, &a->via.array.ptr[j], 0);
                         }
                 }
                 printf("],\"next\":");
                 if (last_next)
-                        (void) vmm_json_print(stdout, last_next, 0);
+                        (void) json_print(stdout, last_next, 0);
                 else
                         printf("null");
                 printf("}\n");
@@ -523,10 +472,14 @@ static int print_pages(const Pages *pages, const char *key, bool all_pages) {
                                      j < a->via.array.size; j++)
                         items[k++] = &a->via.array.ptr[j];
         }
-        int r = strcmp(key, "disks") == 0 ? print_disk_table(items, k) : print_vm_table(items, k);
-        if (r >= 0 && !all_pages && last_next && last_next->type == MSGPACK_OBJECT_STR)
-                printf("(more: --after %.*s)\n", (int) last_next->via.str.size,
-                       last_next->via.str.ptr);
+        bool bold = output_color_enabled(stdout, false);
+        int r = strcmp(key, "disks") == 0 ? print_disk_table(stdout, items, k, bold, "(no disks)")
+                                          : print_vm_table(stdout, items, k, bold, "(no VMs)");
+        if (r >= 0 && !all_pages && last_next && last_next->type == MSGPACK_OBJECT_STR) {
+                char after[256];
+                fmt_scalar(last_next, after, sizeof(after));
+                printf("(more: --after %s)\n", after);
+        }
         return r;
 }
 
@@ -580,14 +533,15 @@ static int get_password(const char *env, const char *prompt, bool confirm, char 
         if (!isatty(STDIN_FILENO)) {
                 int r = read_line(stdin, ret);
                 if (r < 0)
-                        fprintf(stderr, "vmclient: no password: set %s or give it on stdin\n",
-                                env);
+                        report_error(oneshot_reporter(), ERROR_USAGE, false,
+                                     "no password: set %s or give it on stdin", env);
                 return r;
         }
         _cleanup_erase_ char *first = NULL;
         int r = prompt_tty(prompt, &first);
         if (r < 0) {
-                fprintf(stderr, "vmclient: cannot read a password: %s\n", strerror(-r));
+                report_error(oneshot_reporter(), ERROR_USAGE, false,
+                             "cannot read a password: %s (set %s)", strerror(-r), env);
                 return r;
         }
         if (confirm) {
@@ -596,7 +550,8 @@ static int get_password(const char *env, const char *prompt, bool confirm, char 
                 if (r < 0)
                         return r;
                 if (strcmp(first, again) != 0) {
-                        fprintf(stderr, "vmclient: passwords do not match\n");
+                        report_error(oneshot_reporter(), ERROR_USAGE, false,
+                                     "the passwords do not match");
                         return -EINVAL;
                 }
         }
@@ -607,17 +562,6 @@ static int get_password(const char *env, const char *prompt, bool confirm, char 
 
 /* ---- one-shot commands ---- */
 
-typedef struct Command Command;
-struct Command {
-        const char *name;
-        int (*run)(const Command *cmd, int argc, char **argv);
-        const char *synopsis;
-        const char *summary;
-        const char *help;
-        bool needs_token;
-};
-
-static const Command *find_command(const char *name);
 static int print_command_help(const Command *cmd);
 
 enum {
@@ -665,7 +609,8 @@ typedef struct Parsed {
 static int set_timeout(const char *s) {
         uint64_t v;
         if (parse_uint(s, 0, 86400, &v) < 0)
-                return usage_error("--timeout wants seconds (0 waits forever): '%s'", s);
+                return usage_error("--timeout wants seconds, 0-86400 (0 waits forever): '%s'",
+                                   s);
         arg_timeout_ms = v == 0 ? -1 : (int) (v * 1000);
         return 0;
 }
@@ -725,10 +670,8 @@ static int parse_command(const Command *cmd, unsigned takes, int argc, char **ar
                         break;
                 case OPT_DISK: {
                         int r = params_add_disk(&ret->p, optarg);
-                        if (r == -ENOMEM) {
-                                fprintf(stderr, "vmclient: out of memory\n");
-                                return EXIT_DAEMON;
-                        }
+                        if (r == -ENOMEM)
+                                return out_of_memory();
                         if (r < 0)
                                 return usage_error("--disk wants [ID:]SIZE (GiB): '%s'", optarg);
                         break;
@@ -747,10 +690,8 @@ static int parse_command(const Command *cmd, unsigned takes, int argc, char **ar
                 case OPT_AFTER:
                         free(ret->p.after);
                         ret->p.after = strdup(optarg);
-                        if (!ret->p.after) {
-                                fprintf(stderr, "vmclient: out of memory\n");
-                                return EXIT_DAEMON;
-                        }
+                        if (!ret->p.after)
+                                return out_of_memory();
                         break;
                 case OPT_ALL_PAGES:
                         ret->all_pages = true;
@@ -771,11 +712,16 @@ static int parse_command(const Command *cmd, unsigned takes, int argc, char **ar
         ret->args = argv + optind;
         ret->n_args = argc - optind;
         if (cmd->needs_token) {
-                ret->p.token = token();
+                ret->p.token = session_token();
                 if (!ret->p.token)
-                        return usage_error("%s needs a session token: --token TOKEN or "
-                                           "VMCLIENT_TOKEN (from 'vmclient auth VM')",
-                                           cmd->name);
+                        return usage_error("%s needs you to log in first: "
+                                           "export VMCLIENT_TOKEN=$(vmclient auth VM_ID), or "
+                                           "pass --token TOKEN", cmd->name);
+                if (!token_looks_right(ret->p.token))
+                        return usage_error("%s: a session token is the %d characters that "
+                                           "'vmclient auth VM_ID' prints (letters, digits, '-' "
+                                           "and '_'): check --token or VMCLIENT_TOKEN",
+                                           cmd->name, VMM_TOKEN_LEN);
         }
         return -1;
 }
@@ -794,41 +740,20 @@ static int run_simple(const char *method, const Params *p,
                       void (*human)(const msgpack_object *result)) {
         _cleanup_client_ VmmClient *c = NULL;
         _cleanup_message_ VmmMessage m = { 0 };
-        int r = open_client(&c);
+        const Reporter *rep = oneshot_reporter();
+        int r = client_open(rep, &c);
         if (r != 0)
                 return r;
         r = call(c, method, p, &m);
         if (r < 0)
-                return exchange_failed(r, false);
+                return report_exchange_failed(rep, r);
         if (m.error != VMM_OK)
-                return daemon_error(&m, false);
+                return report_reply_error(rep, &m, false);
         if (arg_json)
                 print_json(&m.result);
         else if (human)
                 human(&m.result);
         return 0;
-}
-
-static void human_pong(const msgpack_object *o) {
-        char version[64], protocol[16], t[64];
-        format_scalar(vmm_object_get(o, "version"), version, sizeof(version));
-        format_scalar(vmm_object_get(o, "protocol"), protocol, sizeof(protocol));
-        format_time(vmm_object_get(o, "time"), t, sizeof(t));
-        printf("pong: vmmd %s, protocol %s, server time %s\n", version, protocol, t);
-}
-
-static void human_token(const msgpack_object *o) {
-        char tok[128];
-        format_scalar(vmm_object_get(o, "token"), tok, sizeof(tok));
-        puts(tok);
-}
-
-static void human_passwd(const msgpack_object *o) {
-        puts("password changed");
-}
-
-static void human_logout(const msgpack_object *o) {
-        puts("logged out");
 }
 
 static void parsed_done(Parsed *a) {
@@ -853,11 +778,11 @@ static int cmd_register(const Command *cmd, int argc, char **argv) {
         if (r >= 0)
                 return r;
         if (!a.p.has_ram || !a.p.has_cpu)
-                return usage_error("register needs --ram and --cpu");
+                return usage_error("register needs --ram MiB and --cpu N");
         a.p.vm_id = a.args[0];
         if (get_password("VMCLIENT_PASSWORD", "Password: ", true, &a.p.password) < 0)
                 return EXIT_USAGE;
-        return run_simple(VMM_M_REGISTER, &a.p, print_vm);
+        return run_simple(VMM_M_REGISTER, &a.p, human_vm);
 }
 
 static int cmd_auth(const Command *cmd, int argc, char **argv) {
@@ -881,10 +806,10 @@ static int cmd_add(const Command *cmd, int argc, char **argv) {
         if (r >= 0)
                 return r;
         if (!a.p.has_ram || !a.p.has_cpu)
-                return usage_error("add needs --ram and --cpu");
+                return usage_error("add needs --ram MiB and --cpu N");
         a.p.vm_id = a.args[0];
         a.p.has_disks = true;     /* vm.add takes the disk set, maybe empty */
-        return run_simple(VMM_M_VM_ADD, &a.p, print_vm);
+        return run_simple(VMM_M_VM_ADD, &a.p, human_vm);
 }
 
 static int cmd_get(const Command *cmd, int argc, char **argv) {
@@ -894,7 +819,7 @@ static int cmd_get(const Command *cmd, int argc, char **argv) {
                 r = want_args(cmd, &a, 0, 0);
         if (r >= 0)
                 return r;
-        return run_simple(VMM_M_VM_GET, &a.p, print_vm);
+        return run_simple(VMM_M_VM_GET, &a.p, human_vm);
 }
 
 static int cmd_update(const Command *cmd, int argc, char **argv) {
@@ -907,25 +832,24 @@ static int cmd_update(const Command *cmd, int argc, char **argv) {
         if (!a.p.has_ram && !a.p.has_cpu && !a.p.has_disks)
                 return usage_error("update needs at least one of --ram, --cpu, --disk, "
                                    "--no-disks");
-        return run_simple(VMM_M_VM_UPDATE, &a.p, print_vm);
+        return run_simple(VMM_M_VM_UPDATE, &a.p, human_vm);
 }
 
-static int run_list(const Command *cmd, Parsed *a, const char *method, const char *key) {
+static int run_list(Parsed *a, const char *method, const char *key) {
         _cleanup_client_ VmmClient *c = NULL;
         _cleanup_(pages_done) Pages pages = { 0 };
+        const Reporter *rep = oneshot_reporter();
         bool failed;
-        int r = open_client(&c);
+        int r = client_open(rep, &c);
         if (r != 0)
                 return r;
         r = fetch_pages(c, method, &a->p, a->all_pages, &pages, &failed);
         if (r < 0)
-                return exchange_failed(r, false);
+                return report_exchange_failed(rep, r);
         if (failed)
-                return daemon_error(&pages.msgs[pages.n - 1], false);
-        if (print_pages(&pages, key, a->all_pages) < 0) {
-                fprintf(stderr, "vmclient: out of memory\n");
-                return EXIT_DAEMON;
-        }
+                return report_reply_error(rep, &pages.msgs[pages.n - 1], false);
+        if (print_pages(&pages, key, a->all_pages) < 0)
+                return out_of_memory();
         return 0;
 }
 
@@ -933,15 +857,18 @@ static int cmd_list(const Command *cmd, int argc, char **argv) {
         _cleanup_(parsed_done) Parsed a = { 0 };
         int r = parse_command(cmd, TAKES_PAGING, argc, argv, &a);
         if (r < 0)
-                r = want_args(cmd, &a, 1, 1);
+                r = want_args(cmd, &a, 0, 1);
         if (r >= 0)
                 return r;
-        if (strcmp(a.args[0], "connected") != 0 && strcmp(a.args[0], "authorized") != 0 &&
-            strcmp(a.args[0], "all") != 0)
-                return usage_error("list: filter must be connected, authorized or all, "
-                                   "not '%s'", a.args[0]);
-        a.p.filter = a.args[0];
-        return run_list(cmd, &a, VMM_M_VM_LIST, "vms");
+        a.p.filter = "all";
+        if (a.n_args == 1) {
+                if (strcmp(a.args[0], "connected") != 0 &&
+                    strcmp(a.args[0], "authorized") != 0 && strcmp(a.args[0], "all") != 0)
+                        return usage_error("list: the filter is connected, authorized or all, "
+                                           "not '%s'", a.args[0]);
+                a.p.filter = a.args[0];
+        }
+        return run_list(&a, VMM_M_VM_LIST, "vms");
 }
 
 static int cmd_disks(const Command *cmd, int argc, char **argv) {
@@ -951,7 +878,7 @@ static int cmd_disks(const Command *cmd, int argc, char **argv) {
                 r = want_args(cmd, &a, 0, 0);
         if (r >= 0)
                 return r;
-        return run_list(cmd, &a, VMM_M_DISK_LIST, "disks");
+        return run_list(&a, VMM_M_DISK_LIST, "disks");
 }
 
 static int cmd_passwd(const Command *cmd, int argc, char **argv) {
@@ -977,8 +904,6 @@ static int cmd_logout(const Command *cmd, int argc, char **argv) {
                 return r;
         return run_simple(VMM_M_LOGOUT, &a.p, human_logout);
 }
-
-static int cmd_shell(const Command *cmd, int argc, char **argv);
 
 static int cmd_help(const Command *cmd, int argc, char **argv);
 
@@ -1007,13 +932,15 @@ static const Command commands[] = {
           "Change the session's VM. Any --disk replaces the whole disk set with the\n"
           "given ones; --no-disks sets an empty set.", true },
         { "list", cmd_list,
-          "connected|authorized|all [--limit N] [--after ID] [--all-pages|--single-page]",
+          "[connected|authorized|all] [--limit N] [--after ID] [--all-pages|--single-page]",
           "list VMs",
-          "List VMs by id. Every page is fetched (--all-pages, the default) unless\n"
-          "--single-page; --limit is the page size, --after the id to start after.", true },
+          "List VMs by id (all of them unless a filter is given): connected ones hold\n"
+          "an open connection, authorized ones an unexpired session. Every page is\n"
+          "fetched (--all-pages, the default) unless --single-page; --limit is the\n"
+          "page size, --after the id to start after.", true },
         { "disks", cmd_disks, "[--limit N] [--after ID] [--all-pages|--single-page]",
           "list all disks",
-          "List every disk with its VM, by disk id. Paging as for list.", true },
+          "List every disk with its size and VM, by disk id. Paging as for list.", true },
         { "passwd", cmd_passwd, "",
           "change the VM's password",
           "Change the session VM's password. The current password comes from\n"
@@ -1023,17 +950,23 @@ static const Command commands[] = {
         { "logout", cmd_logout, "",
           "end the session",
           "End the session of the token.", true },
+        /* The agent's commands (agent*.c, discover*.c) take their rows here:
+         * "agent" and "describe". */
         { "shell", cmd_shell, "",
           "interactive shell with the seed commands",
-          "Interactive shell on one connection with the text commands AUTH, REGISTER,\n"
-          "ADD_VM, UPDATE_VM, GET_VM, LIST_CONNECTED, LIST_AUTHORIZED, LIST_ALL,\n"
-          "LIST_DISKS, PASSWD, LOGOUT, PING, HELP, EXIT (type HELP inside).", false },
+          "Interactive shell with the text commands AUTH, REGISTER, ADD_VM,\n"
+          "UPDATE_VM, GET_VM, LIST_CONNECTED, LIST_AUTHORIZED, LIST_ALL, LIST_DISKS,\n"
+          "PASSWD, LOGOUT, PING, HELP, EXIT (type HELP inside). It connects when a\n"
+          "command needs the daemon and keeps its place: when the connection drops\n"
+          "(idle, daemon restart, an administrator's kick) it reconnects and resumes\n"
+          "the session. On a terminal: line editing, history and TAB completion.",
+          false },
         { "help", cmd_help, "[COMMAND]",
           "show help",
           "Show help for vmclient or for one command.", false },
 };
 
-static const Command *find_command(const char *name) {
+const Command *find_command(const char *name) {
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(commands[i].name, name) == 0)
                         return &commands[i];
@@ -1057,7 +990,7 @@ static void print_main_help(void) {
                "  -s, --server HOST:PORT  daemon address (env VMCLIENT_SERVER;\n"
                "                          default 127.0.0.1:7707; [v6]:port works)\n"
                "  -t, --token TOKEN       session token (env VMCLIENT_TOKEN)\n"
-               "  -j, --json              print results as JSON\n"
+               "  -j, --json              print results (and errors) as JSON\n"
                "      --timeout SECONDS   give up waiting after this (default 60, 0 never)\n"
                "  -h, --help              show this help\n"
                "  -V, --version           show the version\n"
@@ -1081,253 +1014,6 @@ static int cmd_help(const Command *cmd, int argc, char **argv) {
         if (!c)
                 return usage_error("unknown command '%s'", argv[1]);
         return print_command_help(c);
-}
-
-/* ---- the shell ---- */
-
-typedef struct Shell {
-        VmmClient *client;
-        bool lost;                /* the connection is gone */
-} Shell;
-
-static const char shell_help[] =
-        "Commands (case does not matter; a disk is [ID:]SIZE in GiB):\n"
-        "  PING\n"
-        "  REGISTER <vm_id> <password> <ram> <cpu> [disk...]\n"
-        "  AUTH <vm_id> <password>\n"
-        "  ADD_VM <vm_id> <ram> <cpu> [disk...]\n"
-        "  UPDATE_VM <ram> <cpu> [disk...]     (the disks replace the whole set)\n"
-        "  GET_VM\n"
-        "  LIST_CONNECTED | LIST_AUTHORIZED | LIST_ALL | LIST_DISKS\n"
-        "  PASSWD <current> <new>\n"
-        "  LOGOUT\n"
-        "  HELP\n"
-        "  EXIT\n";
-
-/* Runs method; prints the result with human() (or JSON), or the error line. */
-static void shell_call(Shell *sh, const char *method, const Params *p,
-                       void (*human)(const msgpack_object *result)) {
-        _cleanup_message_ VmmMessage m = { 0 };
-        int r = call(sh->client, method, p, &m);
-        if (r < 0) {
-                (void) exchange_failed(r, true);
-                sh->lost = true;
-                return;
-        }
-        if (m.error != VMM_OK) {
-                (void) daemon_error(&m, true);
-                if (m.msgid == 0)
-                        sh->lost = true;     /* the daemon refused the stream */
-                return;
-        }
-        if (arg_json)
-                print_json(&m.result);
-        else if (human)
-                human(&m.result);
-}
-
-static void shell_list(Shell *sh, const char *method, const char *filter, const char *key) {
-        _cleanup_(pages_done) Pages pages = { 0 };
-        Params p = { .filter = filter };
-        bool failed;
-        int r = fetch_pages(sh->client, method, &p, true, &pages, &failed);
-        free(p.after);
-        if (r < 0) {
-                if (r == -ENOMEM) {
-                        puts("error: out of memory");
-                        return;
-                }
-                (void) exchange_failed(r, true);
-                sh->lost = true;
-                return;
-        }
-        if (failed) {
-                (void) daemon_error(&pages.msgs[pages.n - 1], true);
-                return;
-        }
-        if (print_pages(&pages, key, true) < 0)
-                puts("error: out of memory");
-}
-
-static void human_auth(const msgpack_object *o) {
-        char vm[128], t[64];
-        format_scalar(vmm_object_get(o, "vm_id"), vm, sizeof(vm));
-        format_time(vmm_object_get(o, "expires_at"), t, sizeof(t));
-        printf("authenticated as %s (session expires %s)\n", vm, t);
-}
-
-/* Parses "<ram> <cpu> [disk...]" from words; returns false after printing why. */
-static bool shell_vm_spec(char **w, size_t n, Params *p) {
-        if (n < 2 || parse_uint(w[0], VMM_RAM_MIN, VMM_RAM_MAX, &p->ram) < 0 ||
-            parse_uint(w[1], VMM_CPU_MIN, VMM_CPU_MAX, &p->cpu) < 0) {
-                puts("error: usage: <ram MiB> <cpu count> [[ID:]SIZE...] expected");
-                return false;
-        }
-        p->has_ram = p->has_cpu = p->has_disks = true;
-        for (size_t i = 2; i < n; i++) {
-                int r = params_add_disk(p, w[i]);
-                if (r < 0) {
-                        printf("error: usage: bad disk '%s': [ID:]SIZE in GiB expected\n",
-                               w[i]);
-                        return false;
-                }
-        }
-        return true;
-}
-
-static bool shell_arity(const char *cmd, size_t n, size_t min, size_t max, const char *usage) {
-        if (n >= min && n <= max)
-                return true;
-        printf("error: usage: %s %s\n", cmd, usage);
-        return false;
-}
-
-/* Returns false when the shell should end. */
-static bool shell_line(Shell *sh, char *line) {
-        char *words[4 + 4 * VMM_MAX_DISKS];
-        size_t n = 0;
-        for (char *save = NULL, *w = strtok_r(line, " \t\r\n", &save); w;
-             w = strtok_r(NULL, " \t\r\n", &save)) {
-                if (n == ELEMENTSOF(words)) {
-                        puts("error: usage: too many words");
-                        return true;
-                }
-                words[n++] = w;
-        }
-        if (n == 0 || words[0][0] == '#')
-                return true;
-
-        const char *cmd = words[0];
-        char **args = words + 1;
-        size_t nargs = n - 1;
-        _cleanup_(params_done) Params p = { 0 };
-
-        if (strcasecmp(cmd, "EXIT") == 0 || strcasecmp(cmd, "QUIT") == 0)
-                return false;
-        if (strcasecmp(cmd, "HELP") == 0) {
-                fputs(shell_help, stdout);
-        } else if (strcasecmp(cmd, "PING") == 0) {
-                if (shell_arity("PING", nargs, 0, 0, ""))
-                        shell_call(sh, VMM_M_PING, &p, human_pong);
-        } else if (strcasecmp(cmd, "REGISTER") == 0) {
-                if (!shell_arity("REGISTER", nargs, 4, SIZE_MAX,
-                                 "<vm_id> <password> <ram> <cpu> [disk...]"))
-                        return true;
-                p.vm_id = args[0];
-                p.password = strdup(args[1]);
-                if (!p.password) {
-                        puts("error: out of memory");
-                        return true;
-                }
-                if (shell_vm_spec(args + 2, nargs - 2, &p))
-                        shell_call(sh, VMM_M_REGISTER, &p, print_vm);
-        } else if (strcasecmp(cmd, "AUTH") == 0) {
-                if (!shell_arity("AUTH", nargs, 2, 2, "<vm_id> <password>"))
-                        return true;
-                p.vm_id = args[0];
-                p.password = strdup(args[1]);
-                if (!p.password) {
-                        puts("error: out of memory");
-                        return true;
-                }
-                shell_call(sh, VMM_M_AUTH, &p, human_auth);
-        } else if (strcasecmp(cmd, "ADD_VM") == 0) {
-                if (!shell_arity("ADD_VM", nargs, 3, SIZE_MAX, "<vm_id> <ram> <cpu> [disk...]"))
-                        return true;
-                p.vm_id = args[0];
-                if (shell_vm_spec(args + 1, nargs - 1, &p))
-                        shell_call(sh, VMM_M_VM_ADD, &p, print_vm);
-        } else if (strcasecmp(cmd, "UPDATE_VM") == 0) {
-                if (!shell_arity("UPDATE_VM", nargs, 2, SIZE_MAX, "<ram> <cpu> [disk...]"))
-                        return true;
-                if (shell_vm_spec(args, nargs, &p))
-                        shell_call(sh, VMM_M_VM_UPDATE, &p, print_vm);
-        } else if (strcasecmp(cmd, "GET_VM") == 0) {
-                if (shell_arity("GET_VM", nargs, 0, 0, ""))
-                        shell_call(sh, VMM_M_VM_GET, &p, print_vm);
-        } else if (strcasecmp(cmd, "LIST_CONNECTED") == 0) {
-                if (shell_arity("LIST_CONNECTED", nargs, 0, 0, ""))
-                        shell_list(sh, VMM_M_VM_LIST, "connected", "vms");
-        } else if (strcasecmp(cmd, "LIST_AUTHORIZED") == 0) {
-                if (shell_arity("LIST_AUTHORIZED", nargs, 0, 0, ""))
-                        shell_list(sh, VMM_M_VM_LIST, "authorized", "vms");
-        } else if (strcasecmp(cmd, "LIST_ALL") == 0) {
-                if (shell_arity("LIST_ALL", nargs, 0, 0, ""))
-                        shell_list(sh, VMM_M_VM_LIST, "all", "vms");
-        } else if (strcasecmp(cmd, "LIST_DISKS") == 0) {
-                if (shell_arity("LIST_DISKS", nargs, 0, 0, ""))
-                        shell_list(sh, VMM_M_DISK_LIST, NULL, "disks");
-        } else if (strcasecmp(cmd, "PASSWD") == 0) {
-                if (!shell_arity("PASSWD", nargs, 2, 2, "<current> <new>"))
-                        return true;
-                p.password = strdup(args[0]);
-                p.new_password = strdup(args[1]);
-                if (!p.password || !p.new_password) {
-                        puts("error: out of memory");
-                        return true;
-                }
-                shell_call(sh, VMM_M_PASSWD, &p, human_passwd);
-        } else if (strcasecmp(cmd, "LOGOUT") == 0) {
-                if (shell_arity("LOGOUT", nargs, 0, 0, ""))
-                        shell_call(sh, VMM_M_LOGOUT, &p, human_logout);
-        } else {
-                printf("error: usage: unknown command '%s' (try HELP)\n", cmd);
-        }
-        return true;
-}
-
-static int cmd_shell(const Command *cmd, int argc, char **argv) {
-        _cleanup_(parsed_done) Parsed a = { 0 };
-        int r = parse_command(cmd, 0, argc, argv, &a);
-        if (r < 0)
-                r = want_args(cmd, &a, 0, 0);
-        if (r >= 0)
-                return r;
-
-        _cleanup_client_ VmmClient *c = NULL;
-        r = open_client(&c);
-        if (r != 0)
-                return r;
-        Shell sh = { .client = c };
-        bool tty = isatty(STDIN_FILENO);
-
-        if (arg_token) {
-                /* continue a session from a one-shot auth */
-                _cleanup_message_ VmmMessage m = { 0 };
-                msgpack_packer *pk;
-                r = vmm_client_begin_map(c, VMM_M_RESUME, 1, &pk, NULL);
-                if (r >= 0)
-                        r = vmm_pack_kv_str(pk, "token", arg_token);
-                if (r >= 0)
-                        r = vmm_call_end(c, &m);
-                if (r < 0)
-                        return exchange_failed(r, false);
-                if (m.error != VMM_OK)
-                        (void) daemon_error(&m, false);
-        }
-
-        _cleanup_free_ char *line = NULL;
-        size_t cap = 0;
-        for (;;) {
-                if (tty) {
-                        fputs("vmm> ", stdout);
-                        fflush(stdout);
-                }
-                if (getline(&line, &cap, stdin) < 0) {
-                        if (tty)
-                                putchar('\n');
-                        break;
-                }
-                bool go_on = shell_line(&sh, line);
-                fflush(stdout);
-                if (!go_on)
-                        break;
-                if (sh.lost)
-                        return EXIT_UNREACHABLE;
-        }
-        if (line)
-                explicit_bzero(line, cap);
-        return 0;
 }
 
 /* ---- main ---- */

@@ -32,7 +32,7 @@ static void help(void) {
                "(or when the database cannot be read), 2 on a usage error.\n\n"
                "  -q, --quiet     print only problems\n"
                "  -h, --help      show this help\n"
-               "      --version   show the version\n", STORE_DB_FILE);
+               "  -V, --version   show the version\n", STORE_DB_FILE);
 }
 
 static int parse_argv(int argc, char **argv, const char **ret_dir) {
@@ -44,7 +44,7 @@ static int parse_argv(int argc, char **argv, const char **ret_dir) {
         };
         int c;
 
-        while ((c = getopt_long(argc, argv, "qh", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "qhV", options, NULL)) >= 0) {
                 switch (c) {
                 case 'q':
                         arg_quiet = true;
@@ -53,7 +53,7 @@ static int parse_argv(int argc, char **argv, const char **ret_dir) {
                         help();
                         return 0;
                 case 'V':
-                        printf("vmmd-check %s\n", VMMD_VERSION);
+                        printf("vmmd-check (vmmd) %s\n", VMMD_VERSION);
                         return 0;
                 default:
                         return -EINVAL;
