@@ -17,6 +17,7 @@
 
 #include <msgpack.h>
 
+#include "agent.h"
 #include "build-config.h"
 #include "shared/macro.h"
 #include "vmm/client.h"
@@ -980,6 +981,14 @@ static int cmd_logout(const Command *cmd, int argc, char **argv) {
 
 static int cmd_shell(const Command *cmd, int argc, char **argv);
 
+static int cmd_agent(const Command *cmd, int argc, char **argv) {
+        return vmclient_agent(argc, argv);
+}
+
+static int cmd_describe(const Command *cmd, int argc, char **argv) {
+        return vmclient_describe(argc, argv, arg_json);
+}
+
 static int cmd_help(const Command *cmd, int argc, char **argv);
 
 static const Command commands[] = {
@@ -1028,6 +1037,14 @@ static const Command commands[] = {
           "Interactive shell on one connection with the text commands AUTH, REGISTER,\n"
           "ADD_VM, UPDATE_VM, GET_VM, LIST_CONNECTED, LIST_AUTHORIZED, LIST_ALL,\n"
           "LIST_DISKS, PASSWD, LOGOUT, PING, HELP, EXIT (type HELP inside).", false },
+        { "describe", cmd_describe, "[--json] [--report] [--vm-id ID] [--all-disks]",
+          "print what the agent would send about this VM",
+          "Print this VM's description as discovered (RAM, CPUs, disks, hostname,\n"
+          "addresses, OS) without connecting; see 'vmclient describe --help'.", false },
+        { "agent", cmd_agent, "[--config FILE] [--server HOST:PORT]... [OPTIONS]",
+          "run the VM's agent (describe, report, booking hooks)",
+          "Run the agent: stay connected, keep the VM's description current, report,\n"
+          "and run the booking hooks; see 'vmclient agent --help' and agent.conf(5).", false },
         { "help", cmd_help, "[COMMAND]",
           "show help",
           "Show help for vmclient or for one command.", false },
