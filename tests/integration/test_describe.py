@@ -6,6 +6,7 @@ layouts, and against this machine; and the agent's configuration
 
 import json
 import os
+import re
 import subprocess
 
 
@@ -374,3 +375,45 @@ def test_help():
         assert p.returncode == 0 and f'Usage: vmclient {cmd}' in p.stdout
     p = subprocess.run([vmclient_bin(), '--help'], capture_output=True, text=True, timeout=30)
     assert 'agent' in p.stdout and 'describe' in p.stdout
+
+
+# ---- the pages ----
+
+TOP = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
+PAGE_CONF = os.path.join(TOP, 'tools', 'vmclient', 'agent.conf.5')
+PAGE_VMCLIENT = os.path.join(TOP, 'tools', 'vmclient', 'vmclient.1')
+
+
+def test_agent_pages_render_without_warnings():
+    import shutil
+    if not shutil.which('groff'):
+        import pytest
+        pytest.skip('groff is not installed (Debian: groff-base)')
+    for page in (PAGE_CONF, PAGE_VMCLIENT):
+        r = subprocess.run(['groff', '-man', '-Tutf8', '-ww', '-z', page],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr == '', (page, r.stderr)
+
+
+def test_agent_pages_match_the_options(tmp_path):
+    p = check_config(tmp_path, None)
+    keys = [k for k in settings(p.stdout) if k != 'config']
+    assert len(keys) == 10
+    with open(PAGE_CONF) as f:
+        conf = f.read()
+    keys_section = conf.split('.SH KEYS', 1)[1].split('.SH EXAMPLE', 1)[0]
+    documented = re.findall(r'^\.B[IR] (\w+)', keys_section, re.M)
+    assert documented == keys, f'agent.conf.5 KEYS: {documented}, the agent: {keys}'
+    with open(PAGE_VMCLIENT) as f:
+        page = f.read()
+    agent = page.split('.SH AGENT', 1)[1].split('.SH SEE ALSO', 1)[0]
+    synopsis = agent.split('.SS What', 1)[0].replace('\\-', '-')
+    h = subprocess.run([vmclient_bin(), 'agent', '--help'], capture_output=True, text=True,
+                       timeout=30).stdout
+    flags = sorted(set(re.findall(r'^  (--[a-z-]+)', h, re.M)) - {'--help'})
+    for flag in flags:
+        assert flag in synopsis, f'{flag} of vmclient agent --help is not in vmclient.1 AGENT'
+    h = subprocess.run([vmclient_bin(), 'describe', '--help'], capture_output=True, text=True,
+                       timeout=30).stdout
+    for flag in sorted(set(re.findall(r'--[a-z-]+', h)) - {'--help'}):
+        assert flag in synopsis, f'{flag} of vmclient describe --help is not in vmclient.1 AGENT'
