@@ -435,3 +435,23 @@ def test_example_logout_hook(tmp_path):
         assert p.returncode == 0, p.stderr
         assert words in p.stdout
     assert not calls.exists()
+
+
+def test_feed_that_went_back_is_followed(fake, setup):
+    """A restored or new vmmd database: its feed ends before the position the
+    agent handled; the agent says so and follows the new feed."""
+    fake.push_event(booking('booking.created', vm='other'))
+    fake.push_event(booking('booking.ended', vm='other', reason='cancel'))
+    ag = setup(fake, hooks={'10-log': (HOOK_SCRIPT, 0o755)}, args=['--log-level', 'info'])
+    ag.wait_log(READY)
+    ag.stop()
+    with open(os.path.join(ag.state, 'feed'), 'w') as f:
+        f.write('100\n')
+    ag.start()
+    ag.wait_log(r"vmmd's event feed ends at 2, before the position 100 handled here")
+    ag.wait_log(READY)
+    with open(os.path.join(ag.state, 'feed')) as f:
+        assert f.read().strip() == '2'
+    f3 = fake.push_event(booking('booking.created'))
+    assert wait_until(lambda: len(out_lines(ag)) == 1, timeout=15)
+    assert out_lines(ag)[0][6] == str(f3)

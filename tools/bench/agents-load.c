@@ -896,7 +896,8 @@ static int cmd_run(int argc, char **argv) {
                 }
         }
         if (!opt.tokens || opt.interval_s == 0 || opt.interval_s > 40 || opt.seconds == 0 ||
-            opt.seconds > 3600 || (strcmp(opt.method, "vm.report") && strcmp(opt.method, "vm.get"))) {
+            opt.seconds > 3600 ||
+            (strcmp(opt.method, "vm.report") && strcmp(opt.method, "vm.get"))) {
                 usage();
                 return 2;
         }
@@ -1014,7 +1015,8 @@ static int cmd_run(int argc, char **argv) {
         double bytes_per_agent = rss0 > 0 && rss1 > 0 && opt.n > some_up_n
                 ? (double) (rss1 - rss0) * 1024.0 / (double) (opt.n - some_up_n) : NAN;
         if (opt.json) {
-                printf("{\"agents\":%u,\"interval_s\":%u,\"method\":\"%s\",\"connect_resume_s\":%.3f,"
+                printf("{\"agents\":%u,\"interval_s\":%u,\"method\":\"%s\","
+                       "\"connect_resume_s\":%.3f,"
                        "\"seconds\":%.1f,\"reports\":%" PRIu64 ",\"reports_per_s\":%.1f,"
                        "\"report_errors\":%" PRIu64 ",\"report_rate_limited\":%" PRIu64 ","
                        "\"report_p50_ms\":%.3f,\"report_p99_ms\":%.3f,"
@@ -1026,7 +1028,8 @@ static int cmd_run(int argc, char **argv) {
                        "\"resume_failures\":%" PRIu64 ",\"timeouts\":%" PRIu64 "}\n",
                        opt.n, opt.interval_s, opt.method, connect_s, wall, reports,
                        (double) reports / wall, reports_err, reports_limited, rep_p50, rep_p99,
-                       ping_p50, ping_p99, ping_max, base_p50, base_p99, cpu_pct, rss0, rss1, bytes_per_agent,
+                       ping_p50, ping_p99, ping_max, base_p50, base_p99, cpu_pct, rss0, rss1,
+                       bytes_per_agent,
                        back_s, resumes_ok - resumes_before, rss2, resume_fail, timeouts);
         } else {
                 printf("agents: %u, each resuming once, then %s every %u s\n", opt.n, opt.method,
@@ -1041,8 +1044,8 @@ static int cmd_run(int argc, char **argv) {
                 if (have_cpu)
                         printf("vmmd CPU: %.1f%% of one core\n", cpu_pct);
                 if (rss0 > 0 && rss1 > 0)
-                        printf("vmmd heap (RssAnon): %ld KiB with %u agents, %ld KiB with %u: %.0f bytes "
-                               "per connected agent\n", rss0, some_up_n, rss1, opt.n,
+                        printf("vmmd heap (RssAnon): %ld KiB with %u agents, %ld KiB with %u: "
+                               "%.0f bytes per connected agent\n", rss0, some_up_n, rss1, opt.n,
                                bytes_per_agent);
                 if (opt.restart_cmd)
                         printf("after the restart of vmmd: all %u agents resumed in %.2f s "

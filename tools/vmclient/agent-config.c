@@ -325,7 +325,8 @@ enum {
         OPT_KEY,                        /* + index into keys[] */
 };
 
-int agent_config_load(AgentMode mode, int argc, char **argv, AgentConfig *ret, AgentArgs *ret_args) {
+int agent_config_load(AgentMode mode, int argc, char **argv, AgentConfig *ret,
+                      AgentArgs *ret_args) {
         struct option options[ELEMENTSOF(keys) + 6];
         char names[ELEMENTSOF(keys)][32];
         size_t n = 0;

@@ -44,7 +44,8 @@ typedef struct AgentArgs {
 /* Parses argv (argv[0] is the command name), reads the configuration file
  * and applies the flags over it. Returns -1 to go on, else an exit status
  * (0 after --help; 2 after a usage or configuration error, printed). */
-int agent_config_load(AgentMode mode, int argc, char **argv, AgentConfig *ret, AgentArgs *ret_args);
+int agent_config_load(AgentMode mode, int argc, char **argv, AgentConfig *ret,
+                      AgentArgs *ret_args);
 void agent_config_done(AgentConfig *c);
 /* "key = value" lines of the settings in effect. */
 void agent_config_print(const AgentConfig *c);

@@ -96,6 +96,7 @@ typedef struct Agent {
 
         bool ready;
         uint64_t reports;
+        char report_error[32];          /* the last failure logged, said once */
         int setup_step;                 /* SetupStep */
 } Agent;
 
@@ -683,8 +684,18 @@ static void on_watch(AgentConn *c, const VmmMessage *m, void *userdata) {
 
         if (m->error == VMM_OK) {
                 a->server_watch = true;
-                if (!a->has_feed && obj_int(vmm_object_get(&m->result, "feed"), &feed)) {
+                bool has = obj_int(vmm_object_get(&m->result, "feed"), &feed);
+                if (has && a->has_feed && feed < a->feed_queued) {
+                        /* the feed went back: vmmd restored from a backup, or a new
+                         * database; what we handled is not what it holds */
+                        alog(LOG_WARNING, &f, "vmmd's event feed ends at %" PRId64 ", before the "
+                             "position %" PRId64 " handled here (a restored or new database): "
+                             "going on from %" PRId64, feed, a->feed_queued, feed);
+                        a->has_feed = false;
+                }
+                if (has && !a->has_feed) {
                         /* first start: from now on (older bookings are history) */
+                        a->feed = a->feed_queued = -1;
                         feed_store(a, feed);
                 }
                 f.has_feed = a->has_feed;
@@ -914,8 +925,8 @@ static void on_described(AgentConn *c, const VmmMessage *m, void *userdata) {
                         return;
                 case VMM_E_BAD_REQUEST:
                         if (a->server_meta && m->error_message &&
-                            (strstr(m->error_message, "hostname") || strstr(m->error_message, "ip") ||
-                             strstr(m->error_message, "os"))) {
+                            (strstr(m->error_message, "hostname") ||
+                             strstr(m->error_message, "ip") || strstr(m->error_message, "os"))) {
                                 /* an older vmmd: describe without the part 2 keys */
                                 a->server_meta = false;
                                 alog(LOG_NOTICE, &f, "vmmd does not take hostname, ip, os (%s): "
@@ -955,6 +966,7 @@ static void on_report(AgentConn *c, const VmmMessage *m, void *userdata) {
                                 a->have_known = true;
                 }
                 a->attempt = 0;
+                a->report_error[0] = '\0';
                 if (!a->ready) {
                         a->ready = true;
                         status_update(a);
@@ -981,9 +993,13 @@ static void on_report(AgentConn *c, const VmmMessage *m, void *userdata) {
                 }
                 __attribute__((fallthrough));
         default:
-                alog(LOG_WARNING, &f, "%s failed: %s: %s",
-                     a->server_report ? VMM_M_VM_REPORT : VMM_M_VM_GET, m->error_code,
-                     msg_text(m));
+                /* said once until it changes or a report succeeds */
+                if (strcmp(a->report_error, m->error_code ? m->error_code : "") != 0)
+                        alog(LOG_WARNING, &f, "%s failed: %s: %s",
+                             a->server_report ? VMM_M_VM_REPORT : VMM_M_VM_GET, m->error_code,
+                             msg_text(m));
+                snprintf(a->report_error, sizeof a->report_error, "%s",
+                         m->error_code ? m->error_code : "");
                 return;
         }
 }
