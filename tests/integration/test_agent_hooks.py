@@ -352,6 +352,7 @@ def test_events_truncated_is_logged(fake, setup):
     ag.wait_log(r'vmmd no longer keeps the booking events since feed position \d+: their '
                 r'hooks will not run')
     assert wait_until(lambda: len(fake.calls('booking.get')) == n + 1, timeout=5)
+    assert fake.calls('booking.get')[-1][2] == [{'vm_id': 'vm1'}]
 
 
 def test_revoked_session_logs_in_again(fake, setup):

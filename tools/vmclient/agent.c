@@ -732,8 +732,15 @@ static void on_booking(AgentConn *c, const VmmMessage *m, void *userdata) {
 }
 
 static void booking_get(Agent *a) {
-        if (!begin_request(a, VMM_M_BOOKING_GET, 0, NULL))
+        msgpack_packer *pk;
+        /* its own vm_id: what a VM session may ask for */
+        if (!begin_request(a, VMM_M_BOOKING_GET, 1, &pk))
                 return;
+        if (vmm_pack_kv_str(pk, "vm_id", a->want->vm_id) < 0) {
+                agent_conn_cancel(a->conn);
+                retry_later(a, "out of memory");
+                return;
+        }
         (void) send_request(a, on_booking);
 }
 
