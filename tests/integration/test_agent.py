@@ -259,6 +259,17 @@ def test_next_server_when_one_is_down(daemon, make_agent):
     ag.wait_log(r'resumed the session of vm7', start=mark, timeout=60)
 
 
+def test_server_by_name(daemon, make_agent):
+    # resolved on a thread; localhost may give ::1 first, where nobody
+    # listens: the next address is tried
+    ag = make_agent(daemon, vm='vm14', servers=[f'localhost:{daemon.port}'])
+    ag.wait_log(HEARTBEAT)
+    assert record(daemon, 'vm14')['connected'] is True
+    bad = make_agent(daemon, vm='vm15', servers=['no-such-host.invalid:7707'])
+    bad.wait_log(r'cannot resolve no-such-host.invalid: ')
+    bad.wait_log(BACKOFF_RE.pattern)
+
+
 def test_token_file_replaced_after_revoke(daemon, make_agent):
     ag = make_agent(daemon, vm='vm8')
     ag.wait_log(HEARTBEAT)

@@ -387,8 +387,8 @@ static int on_resolved(sd_event_source *s, int fd, uint32_t revents, void *userd
         (void) close(c->resolve_fd);
         c->resolve_fd = -1;
         if (c->resolve->gai != 0) {
-                alog(LOG_DEBUG, &((AlogFields) { .server = c->address }), "cannot resolve %s: %s",
-                     c->host, gai_strerror(c->resolve->gai));
+                alog(LOG_NOTICE, &((AlogFields) { .server = c->address }),
+                     "cannot resolve %s: %s", c->host, gai_strerror(c->resolve->gai));
                 conn_fail(c, gai_errno(c->resolve->gai));
         } else {
                 c->ai_list = c->ai_next = c->resolve->res;
