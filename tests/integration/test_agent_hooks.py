@@ -456,3 +456,24 @@ def test_feed_that_went_back_is_followed(fake, setup):
     f3 = fake.push_event(booking('booking.created'))
     assert wait_until(lambda: len(out_lines(ag)) == 1, timeout=15)
     assert out_lines(ag)[0][6] == str(f3)
+
+
+def test_session_ended_twice_in_a_minute_backs_off(fake, setup):
+    ag = setup(fake)
+    ag.wait_log(READY)
+
+    def revoke():
+        fake.tokens.clear()
+        for c in list(fake.conns):
+            c.vm_id = None
+    mark = ag.log_len()
+    revoke()
+    ag.wait_log(r'vmmd ended the session \(vm.report: log in first\): logging in again',
+                start=mark)
+    ag.wait_log(r'logged in to \S+ as vm1 with the password', start=mark)
+    # the second time within a minute: not at once, with backoff
+    mark = ag.log_len()
+    revoke()
+    ag.wait_log(r'vmmd ended the session again \(vm.report: log in first\); reconnecting in '
+                r'\d+\.\d s \(attempt 1, at most 1 s\)', start=mark)
+    ag.wait_log(r'logged in to \S+ as vm1 with the password', start=mark)

@@ -64,6 +64,7 @@ typedef struct Agent {
         size_t failed_in_round;         /* servers down in a row */
         unsigned attempt;               /* backoff exponent */
         uint64_t retry_at;              /* CLOCK_MONOTONIC, for the status line */
+        uint64_t session_lost_at;       /* when vmmd last ended our session */
 
         /* the session */
         char token[VMM_TOKEN_LEN + 1];
@@ -396,9 +397,21 @@ static bool begin_request(Agent *a, const char *method, uint32_t n, msgpack_pack
  * new connection with the password. */
 static void session_lost(Agent *a, const VmmMessage *m, const char *method) {
         AlogFields f = fields_err(a, m);
+        uint64_t now = now_usec();
+        token_forget(a);
+        /* at once, unless the last session also ended within a minute: then
+         * with backoff, so that a password hash is not asked for in a loop */
+        if (a->session_lost_at && now - a->session_lost_at < 60 * USEC_PER_SEC) {
+                char why[256];
+                a->session_lost_at = now;
+                snprintf(why, sizeof why, "vmmd ended the session again (%s: %s)", method,
+                         msg_text(m));
+                retry_later(a, why);
+                return;
+        }
+        a->session_lost_at = now;
         alog(LOG_NOTICE, &f, "vmmd ended the session (%s: %s): logging in again with the "
              "password", method, msg_text(m));
-        token_forget(a);
         reconnect_now(a);
 }
 
