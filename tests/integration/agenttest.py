@@ -131,7 +131,7 @@ class Agent:
                 out.append(f.read().decode('utf-8', 'replace'))
         return ''.join(out)
 
-    def wait_log(self, pattern, timeout=15.0, count=1, start=0):
+    def wait_log(self, pattern, timeout=30.0, count=1, start=0):
         """Waits until pattern (a regex) matched count times in the current
         run's log (from offset start); returns the matches."""
         rx = re.compile(pattern, re.M)
@@ -194,7 +194,7 @@ def describe(root, *args, env=None, check=True):
 class Admin:
     """A client of vmmd's admin Unix socket (msgpack-rpc by hand)."""
 
-    def __init__(self, path, timeout=10.0):
+    def __init__(self, path, timeout=60.0):
         import socket
         import msgpack
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -204,13 +204,14 @@ class Admin:
         self.msgpack = msgpack
         self.next_id = 1
         self.events = []
+        self.timeout = timeout
 
     def close(self):
         self.sock.close()
 
     def _read(self, timeout=None):
         import socket
-        deadline = time.monotonic() + (timeout if timeout is not None else 10.0)
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         while True:
             for msg in self.unpacker:
                 return msg

@@ -39,7 +39,9 @@
 #define BACKOFF_BASE_USEC   (1 * USEC_PER_SEC)
 #define BACKOFF_CAP_USEC    (30 * USEC_PER_SEC)
 #define BACKOFF_MIN_USEC    UINT64_C(100000)
-#define REQUEST_TIMEOUT_MIN (30 * USEC_PER_SEC)
+/* An answer later than this ends the connection; a login waits for a
+ * password hash in vmmd's bounded queue, which may take a while. */
+#define REQUEST_TIMEOUT_MIN (60 * USEC_PER_SEC)
 #define TOKEN_FILE          "token"
 #define FEED_FILE           "feed"
 
