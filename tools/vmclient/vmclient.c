@@ -16,6 +16,7 @@
 
 #include <msgpack.h>
 
+#include "agent.h"
 #include "build-config.h"
 #include "shared/macro.h"
 #include "tools/common/errors.h"
@@ -905,6 +906,14 @@ static int cmd_logout(const Command *cmd, int argc, char **argv) {
         return run_simple(VMM_M_LOGOUT, &a.p, human_logout);
 }
 
+static int cmd_agent(const Command *cmd, int argc, char **argv) {
+        return vmclient_agent(argc, argv);
+}
+
+static int cmd_describe(const Command *cmd, int argc, char **argv) {
+        return vmclient_describe(argc, argv, arg_json);
+}
+
 static int cmd_help(const Command *cmd, int argc, char **argv);
 
 static const Command commands[] = {
@@ -950,8 +959,6 @@ static const Command commands[] = {
         { "logout", cmd_logout, "",
           "end the session",
           "End the session of the token.", true },
-        /* The agent's commands (agent*.c, discover*.c) take their rows here:
-         * "agent" and "describe". */
         { "shell", cmd_shell, "",
           "interactive shell with the seed commands",
           "Interactive shell with the text commands AUTH, REGISTER, ADD_VM,\n"
@@ -961,6 +968,14 @@ static const Command commands[] = {
           "(idle, daemon restart, an administrator's kick) it reconnects and resumes\n"
           "the session. On a terminal: line editing, history and TAB completion.",
           false },
+        { "describe", cmd_describe, "[--json] [--report] [--vm-id ID] [--all-disks]",
+          "print what the agent would send about this VM",
+          "Print this VM's description as discovered (RAM, CPUs, disks, hostname,\n"
+          "addresses, OS) without connecting; see 'vmclient describe --help'.", false },
+        { "agent", cmd_agent, "[--config FILE] [--server HOST:PORT]... [OPTIONS]",
+          "run the VM's agent (describe, report, booking hooks)",
+          "Run the agent: stay connected, keep the VM's description current, report,\n"
+          "and run the booking hooks; see 'vmclient agent --help' and agent.conf(5).", false },
         { "help", cmd_help, "[COMMAND]",
           "show help",
           "Show help for vmclient or for one command.", false },
