@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "build-config.h"
 #include "record.h"
 #include "shared/macro.h"
 #include "store.h"
@@ -375,7 +376,8 @@ int store_open(const StoreOptions *opts, Store **ret, char *errbuf, size_t errle
         if (r >= 0 && !existed)   /* else LMDB's 1 MiB default is recorded as the size */
                 r = store_errno(mdb_env_set_mapsize(s->env, initial));
         if (r >= 0)
-                r = store_errno(mdb_env_open(s->env, s->path, MDB_NOSUBDIR | MDB_NOTLS, 0600));
+                r = store_errno(mdb_env_open(s->env, s->path, MDB_NOSUBDIR | MDB_NOTLS |
+                                             (VMMD_TEST_NOSYNC ? MDB_NOSYNC : 0), 0600));
         if (r < 0) {
                 set_error(errbuf, errlen, "cannot open database %s: %s", s->path, strerror(-r));
                 return r;
