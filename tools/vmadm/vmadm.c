@@ -954,6 +954,35 @@ static int cmd_shutdown(Ctx *ctx, const Command *cmd, int argc, char **argv) {
 
 /* ---- backup ---- */
 
+/* The daemon made the copy's bytes durable before answering; a file created
+ * here also needs its name to be, which only an fsync of the directory that
+ * holds it gives (POSIX). Anything but a regular file has nothing to sync. */
+static int sync_parent(const char *path, int fd) {
+        _cleanup_free_ char *copy = strdup(path);
+        _cleanup_close_ int dfd = -1;
+        struct stat st;
+        char *slash;
+
+        if (!copy)
+                return -ENOMEM;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return 0;
+        slash = strrchr(copy, '/');
+        if (!slash)
+                dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        else {
+                slash[slash == copy ? 1 : 0] = '\0';
+                dfd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        if (dfd < 0)
+                return -errno;
+        if (fsync(dfd) < 0 && errno != EINVAL && errno != EROFS)
+                return -errno;
+        return 0;
+}
+
 static int cmd_backup(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         Parsed a = { 0 };
         VmmMessage m = { 0 };
@@ -974,10 +1003,11 @@ static int cmd_backup(Ctx *ctx, const Command *cmd, int argc, char **argv) {
         }
         r = rpc(ctx, VMM_M_BACKUP, NULL, fd, arg_timeout_ms != 0 ? arg_timeout_ms : -1, &m);
         if (r == 0) {
+                int q = fsync(fd) < 0 && errno != EINVAL ? -errno : sync_parent(a.args[0], fd);
+
                 (void) vmm_object_uint(vmm_object_get(&m.result, "bytes"), &bytes);
-                if (fsync(fd) < 0 && errno != EINVAL) {
-                        fprintf(stderr, "vmadm: cannot sync %s: %s\n", a.args[0],
-                                strerror(errno));
+                if (q < 0) {
+                        fprintf(stderr, "vmadm: cannot sync %s: %s\n", a.args[0], strerror(-q));
                         r = EXIT_LOCAL;
                 } else if (arg_json)
                         print_json(&m.result);
