@@ -30,8 +30,8 @@ The other tests: the harness's own semantics, its speed, and what happens
 to the files vmmd creates (the database at first start, `vmadm backup`).
 
 POWERLOSS_SEED repeats a run (the seed is printed); POWERLOSS_CYCLES sets
-the number of cycles (default 40; at least 30 must run, and no cycle
-starts after BUDGET_S)."""
+the number of cycles (default 40, 30 in a sanitizer build; at least 30 must
+run, and no cycle starts after BUDGET_S)."""
 
 import os
 import random
@@ -46,9 +46,10 @@ from hostile_util import Admin
 from vmmtest import PASSWORD, Client, Closed, short_tmpdir
 
 NOSYNC = os.environ.get('VMMD_TEST_NOSYNC') == '1'
-CYCLES = int(os.environ.get('POWERLOSS_CYCLES', '40'))
+SANITIZE = os.environ.get('VMMD_SANITIZE', 'none') not in ('', 'none')
+CYCLES = int(os.environ.get('POWERLOSS_CYCLES', '30' if SANITIZE else '40'))
 MIN_CYCLES = min(CYCLES, 30)
-BUDGET_S = 150           # no new cycle past this; fewer than MIN_CYCLES then fails
+BUDGET_S = 300 if SANITIZE else 150     # no cycle starts past this; < MIN_CYCLES fails
 CUT_MIN_MS, CUT_MAX_MS = 50, 800     # the cut comes this long after every worker started
 VMMD_ARGS = ['--auth-failures-per-minute', '1000000',  # refused probes count as failures
              '--sessions-per-vm', '1024']              # auths never answered leave sessions
@@ -248,18 +249,19 @@ class Updates:
 
 
 class SessionWriter(Worker):
-    """Logins (auth: a write, a new session) and logouts (a write, the
-    session deleted). Each logout is raced by a read on a second connection
-    (vm.get carrying the token): when that read is already refused, a reply
-    has shown the session ended. A login costs a password hash (tens of
-    ms; far more under this load on two cores, the hash workers being
-    niced), so the sessions found live after a cut are used again (they are
-    at stake in every cut) and topped up to LOGINS (in one pipeline) before
-    the cycle's clock starts; in the cycle each thread logs out down to KEEP
-    sessions, logs in back up to LOGINS, and so on."""
+    """Session writes: resume (a write: the session's expiry is renewed),
+    logout (a write: the session deleted) and auth (a write: a new session).
+    Each logout is raced by a read on a second connection (vm.get carrying
+    the token): when that read is already refused, a reply has shown the
+    session ended. A login costs a password hash (tens of ms; seconds on a
+    loaded two-core machine, the hash workers being niced), so the sessions
+    come from a pool made before the first cycle and carried from cycle to
+    cycle (each is at stake in every cut): a cycle logs out LOGOUTS of them,
+    logs in when KEEP or fewer are left, and otherwise resumes them in turn."""
 
-    LOGINS = 3
-    KEEP = 1                             # sessions kept live (checked after the cut)
+    POOL = 6                             # sessions per VM made before the first cycle
+    KEEP = 1
+    LOGOUTS = 1                          # per cycle
 
     def __init__(self, cycle, vm, probe_source, live):
         super().__init__(cycle, f'sessions {vm}')
@@ -277,33 +279,42 @@ class SessionWriter(Worker):
             self.live.append(res['token'])
             self.count += 1
 
+    def resume(self, c, token):
+        err, _ = c.call('resume', {'token': token})
+        if err:
+            self.refused('resume of an acknowledged session', err)
+        self.count += 1
+
+    def logout(self, c, probe, token):
+        self.resume(c, token)            # logout ends the connection's own session
+        self.live.remove(token)
+        self.logout_sent = token
+        c.send('logout')
+        err, _ = probe.call('vm.get', {'token': token})    # a read, from a snapshot
+        if err is not None:
+            if err[0] != 'unauthenticated':
+                self.refused('a read racing a logout', err)
+            self.seen_ended.append(token)
+        err, _ = Client.split(c.read_response())
+        if err:
+            self.refused('logout', err)
+        self.ended.append(token)
+        self.logout_sent = None
+        self.count += 1
+
     def work(self):
         c = self.connect()
         probe = self.connect(source=self.probe_source)
-        if len(self.live) < self.LOGINS:
-            self.login(c, self.LOGINS - len(self.live))
         self.ready.set()
+        i = 0
         while True:
             if len(self.live) <= self.KEEP:
-                self.login(c, self.LOGINS - len(self.live))
-            token = self.live[0]
-            err, _ = c.call('resume', {'token': token})
-            if err:
-                self.refused('resume of an acknowledged session', err)
-            self.live.remove(token)
-            self.logout_sent = token
-            c.send('logout')
-            err, _ = probe.call('vm.get', {'token': token})    # a read, from a snapshot
-            if err is not None:
-                if err[0] != 'unauthenticated':
-                    self.refused('a read racing a logout', err)
-                self.seen_ended.append(token)
-            err, _ = Client.split(c.read_response())
-            if err:
-                self.refused('logout', err)
-            self.ended.append(token)
-            self.logout_sent = None
-            self.count += 1
+                self.login(c, 2)
+            elif len(self.ended) < self.LOGOUTS:
+                self.logout(c, probe, self.live[0])
+            else:
+                i += 1
+                self.resume(c, self.live[i % len(self.live)])
 
 
 class Sessions:
@@ -317,6 +328,11 @@ class Sessions:
         for err, res in c.pipeline([('register', {'vm_id': v, 'password': PASSWORD, 'ram': 1,
                                                   'cpu': 1}) for v in self.vms], timeout=60):
             assert err is None, err
+        for err, res in c.pipeline([('auth', {'vm_id': v, 'password': PASSWORD})
+                                    for v in self.vms for _ in range(SessionWriter.POOL)],
+                                   timeout=300):
+            assert err is None, err
+            self.live[res['vm_id']].append(res['token'])
 
     def threads(self, cycle):
         return [SessionWriter(cycle, v, f'127.0.0.{20 + i}', self.live[v])
@@ -437,7 +453,7 @@ def run_cycles(make_daemon, lazy, seed, cycles, budget_s):
         phase('check')
         threads = {w: w.threads(cycle) for w in workloads}
         every = [t for ts in threads.values() for t in ts]
-        for ts in threads.values():       # one kind after the other (logins first)
+        for ts in threads.values():       # one kind after the other
             for t in ts:
                 t.start()
             for t in ts:
@@ -500,7 +516,7 @@ def test_power_loss_cycles(lazy, make_daemon):
     r = run_cycles(make_daemon, lazy, seed, CYCLES, BUDGET_S)
     ses, upd, rd = r['workloads']
     print(f"cycles survived: {r['cycles']} in {r['elapsed']:.1f} s ({r['orders']}); "
-          f"acknowledged: {upd.acked} vm.update, {ses.acked} auth/logout; in-flight updates "
+          f"acknowledged: {upd.acked} vm.update, {ses.acked} session writes (auth, resume, logout); in-flight updates "
           f"found applied: {upd.in_flight_kept}; reads logged: {rd.reads}; sessions checked: "
           f"{ses.checked}; pages thrown away by the cuts: {r['lost_pages']}; durable commits "
           f"through lazyfs under load: {r['commits'] / r['phases']['work']:.0f}/s; seconds "
