@@ -29,6 +29,9 @@ proof that the harness has teeth.
 The other tests: the harness's own semantics, its speed, and what happens
 to the files vmmd creates (the database at first start, `vmadm backup`).
 
+Needs root: the test moves itself into a mount namespace of its own and
+mounts FUSE there (lazyfs.private_mount_namespace says why).
+
 POWERLOSS_SEED repeats a run (the seed is printed); POWERLOSS_CYCLES sets
 the number of cycles (default 40, 30 in a sanitizer build; at least 30 must
 run, and no cycle starts after BUDGET_S)."""
@@ -644,7 +647,9 @@ def test_harness_speed(lazy, make_daemon, tmp_path):
     print(f'durable commits/s: {on_lazy:.0f} through lazyfs, {on_disk:.0f} on the disk '
           f'({on_lazy / on_disk:.2f}x); lazyfs: {st}')
     assert st['fsyncs'] > 0 and st['sync_writes'] > 0, 'LMDB did not sync through lazyfs'
-    assert on_lazy > 100, f'lazyfs is too slow for the power-loss test: {on_lazy:.0f} commits/s'
+    # a ratio taken in one run (machine speed varies by 2x between days)
+    assert on_lazy > 0.1 * on_disk, \
+        f'lazyfs is too slow for the power-loss test: {on_lazy:.0f} commits/s'
 
 
 # ---------------------------------------------------------------- what vmmd creates
