@@ -351,7 +351,7 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
         initial = MIN(initial, s->map_size_max);
 
         existed = stat(s->path, &st) >= 0 && st.st_size > 0;
-#if VMM_STORE_NOSYNC
+#if VMMD_TEST_NOSYNC
         flags |= MDB_NOSYNC;    /* a test-only build: see meson_options.txt */
 #endif
         if (opts->no_sync)

@@ -21,6 +21,7 @@
 #include <msgpack.h>
 
 #include "build-config.h"
+#include "shared/fs.h"
 #include "shared/macro.h"
 #include "tools/common/edit.h"
 #include "tools/common/errors.h"
@@ -1064,6 +1065,17 @@ static int backup_close(BackupFile *b, bool ok) {
                              strerror(errno));
                 ok = false;
                 r = EXIT_LOCAL;
+        }
+        /* a new name (a new file, or the rename over the old one) lasts a
+         * power cut only once its directory is synced */
+        if (ok) {
+                int q = fsync_parent(b->path);
+                if (q < 0 && q != -EINVAL && q != -EROFS) {
+                        report_error(reporter(), ERROR_LOCAL, false,
+                                     "cannot sync the directory of %s: %s", b->path,
+                                     strerror(-q));
+                        r = EXIT_LOCAL;
+                }
         }
         if (!ok)
                 (void) unlink(b->tmp ? b->tmp : b->path);
