@@ -252,7 +252,7 @@ static int key_apply(Config *c, const Key *k, const char *value, char *err, size
         return -EINVAL;
 }
 
-static void config_defaults(Config *c) {
+void config_defaults(Config *c) {
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
         *c = (Config) {

@@ -70,6 +70,9 @@ typedef enum ConfigError {
         CONFIG_ERROR_OTHER,             /* out of memory */
 } ConfigError;
 
+/* The built-in defaults. */
+void config_defaults(Config *c);
+
 /* Fills *ret from defaults, the config file (--config, else the default file
  * if it exists) and argv. Returns 0 to run, 1 when --help/--version was
  * handled (exit 0), or a negative errno after printing the reason on stderr
