@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "jobs.h"
@@ -228,11 +229,28 @@ Jobs *jobs_free(Jobs *js) {
         while (js->solo_running > 0)
                 pthread_cond_wait(&js->solo_cond, &js->lock);
         pthread_mutex_unlock(&js->lock);
-        for (unsigned i = 0; i < js->n_hash_threads; i++)
-                pthread_join(js->hash_threads[i], NULL);
+        /* a password hash that is still running (a starved nice 19 thread
+         * can take seconds) does not hold up the stop: after a while its
+         * thread is left to finish alone, and the Jobs it uses is kept */
+        bool abandoned = false;
+        for (unsigned i = 0; i < js->n_hash_threads; i++) {
+                struct timespec deadline;
+                clock_gettime(CLOCK_REALTIME, &deadline);
+                deadline.tv_sec += 1;
+                if (pthread_timedjoin_np(js->hash_threads[i], NULL, &deadline) != 0) {
+                        (void) pthread_detach(js->hash_threads[i]);
+                        abandoned = true;
+                }
+        }
         if (js->writer_started)
                 pthread_join(js->writer, NULL);
         jobs_dispatch_done(js);
+        if (abandoned) {
+                log_warning("A password check was still running at the stop; not waiting "
+                            "for it");
+                js->done_source = sd_event_source_disable_unref(js->done_source);
+                return NULL;    /* the detached thread still uses js (and efd) */
+        }
         free(js->hash_threads);
         sd_event_source_disable_unref(js->done_source);
         if (js->efd >= 0)

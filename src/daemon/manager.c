@@ -244,8 +244,10 @@ void manager_begin_shutdown(Manager *m, const char *why) {
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         for (size_t i = 0; i < m->n_listeners; i++)
                 listener_stop(&m->listeners[i]);
-        /* a flood of logins does not hold up the stop */
+        /* a flood of logins does not hold up the stop: waiting checks are
+         * dropped, running ones answered now and left to end on their own */
         jobs_drop_hashes(m->jobs);
+        rpc_abandon_hashing(m);
         conn_hub_begin_shutdown(m->hub);
         (void) sd_event_add_time_relative(m->event, &m->shutdown_timer, CLOCK_MONOTONIC,
                                           SHUTDOWN_TICK_USEC, 0, on_shutdown_tick, m);

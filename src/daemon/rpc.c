@@ -334,6 +334,13 @@ static int job_hash(Job *j) {
 static void job_hashed(Job *j, int result) {
         Request *r = REQUEST_OF(j);
 
+        r->in_hash = false;
+        if (r->abandoned) {
+                /* answered already (shutting_down): nothing more is done */
+                request_finish(r);
+                return;
+        }
+
         if (r->hashing) {
                 sessions_peer_hash_end(r->peer);
                 r->hashing = false;
@@ -397,6 +404,7 @@ static void submit_hash(Request *r) {
                 return;
         }
         r->hashing = r->peer != NULL;
+        r->in_hash = true;
         r->job.hash = job_hash;
         r->job.done = job_hashed;
         q = jobs_submit_hash(m->jobs, &r->job);
@@ -404,6 +412,7 @@ static void submit_hash(Request *r) {
                 if (r->hashing)
                         sessions_peer_hash_end(r->peer);
                 r->hashing = false;
+                r->in_hash = false;
                 rpc_reply_error(r, VMM_E_RATE_LIMITED,
                                 "the server is busy checking passwords; retry in a moment");
                 request_finish(r);
@@ -429,6 +438,18 @@ static void phase_next(Request *r, bool after_hash, bool after_write) {
         }
         rpc_reply(r, NULL, 0);
         request_finish(r);
+}
+
+void rpc_abandon_hashing(Manager *m) {
+        for (Client *c = m->clients; c; c = c->next) {
+                Request *r = c->busy;
+                if (!r || !r->in_hash || r->abandoned || !c->conn)
+                        continue;
+                rpc_reply_error(r, VMM_E_SHUTTING_DOWN,
+                                "the daemon is stopping; reconnect later");
+                r->abandoned = true;
+                conn_close_after_flush(c->conn, "shutdown");
+        }
 }
 
 /* ---- who is calling ---- */

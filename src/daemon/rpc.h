@@ -153,6 +153,8 @@ struct Request {
         Peer *peer;                     /* whose limits this request counts against */
         bool peer_ref;                  /* peer is this request's own reference */
         bool hashing;                   /* counted in the peer's hashes in flight */
+        bool in_hash;                   /* its hash job is queued or running */
+        bool abandoned;                 /* answered shutting_down while hashing */
         Job job;
         int hash_result;
         PendingEvent *events;           /* feed events appended by the write */
@@ -203,6 +205,11 @@ void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...) _printf_(3
 /* The request's parameter struct of the method. */
 #define PARAMS(r, type) ((type *) (r)->params)
 #define STATE(r, type) ((type *) (r)->state)
+
+/* At a stop: requests whose password check is still running are answered
+ * shutting_down now and their connections closed, so the stop does not
+ * wait for the hash (it is dropped when it ends). */
+void rpc_abandon_hashing(Manager *m);
 
 /* A peer's failed login: counted, logged (rate-limited) and an auth.failed
  * event. who: the VM id or user name tried. */
