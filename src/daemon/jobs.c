@@ -38,6 +38,8 @@ struct Jobs {
 
         unsigned hash_waiting, hash_queue_max;      /* under lock */
         uint64_t pending;      /* loop thread only */
+        void (*durable_hook)(void *userdata);
+        void *durable_userdata;
         JobsStats stats;       /* under lock */
 };
 
@@ -107,17 +109,45 @@ static int writer_run_one(void *item, StoreTxn *t) {
         return j->write(j, t);
 }
 
+/* The writer. Each batch is one commit with one sync; a commit's answers
+ * go out only once it is durable, which the next commit's sync makes it (or
+ * an explicit sync when no write waits): under load a batch's answers wait
+ * for the next batch, and each commit costs one sync. */
 static void *writer_thread(void *userdata) {
         Jobs *js = userdata;
-        Job *batch[BATCH_MAX];
+        Job *batch[BATCH_MAX], *pending[BATCH_MAX];
+        size_t n_pending = 0;
+        uint64_t pending_seq = 0;
 
         pthread_mutex_lock(&js->lock);
         for (;;) {
                 size_t n = 0;
                 Job *j;
+
+                /* answers whose commit is durable now */
+                if (n_pending > 0 && store_durable_seq(js->store) >= pending_seq) {
+                        for (size_t i = 0; i < n_pending; i++)
+                                jobs_complete_locked(js, pending[i]);
+                        n_pending = 0;
+                }
                 while (n < BATCH_MAX && (j = queue_pop(&js->write_q)))
                         batch[n++] = j;
                 if (n == 0) {
+                        if (n_pending > 0) {
+                                /* nothing more to commit: sync what waits */
+                                pthread_mutex_unlock(&js->lock);
+                                int r = store_sync(js->store);
+                                pthread_mutex_lock(&js->lock);
+                                if (r < 0) {
+                                        for (size_t i = 0; i < n_pending; i++)
+                                                if (pending[i]->result >= 0)
+                                                        pending[i]->result = r;
+                                        for (size_t i = 0; i < n_pending; i++)
+                                                jobs_complete_locked(js, pending[i]);
+                                        n_pending = 0;
+                                }
+                                continue;
+                        }
                         if (js->stopping)
                                 break;
                         pthread_cond_wait(&js->write_cond, &js->lock);
@@ -136,8 +166,28 @@ static void *writer_thread(void *userdata) {
                 js->stats.writes += n;
                 if (n > js->stats.max_batch)
                         js->stats.max_batch = n;
-                for (size_t i = 0; i < n; i++)
-                        jobs_complete_locked(js, batch[i]);
+                /* the previous batch is durable with this commit's sync */
+                if (n_pending > 0 && store_durable_seq(js->store) >= pending_seq) {
+                        for (size_t i = 0; i < n_pending; i++)
+                                jobs_complete_locked(js, pending[i]);
+                        n_pending = 0;
+                }
+                if (n_pending > 0) {
+                        /* this batch wrote nothing (every item failed), so no
+                         * sync made the previous commit durable: one now */
+                        pthread_mutex_unlock(&js->lock);
+                        int r = store_sync(js->store);
+                        pthread_mutex_lock(&js->lock);
+                        for (size_t i = 0; i < n_pending; i++) {
+                                if (r < 0 && pending[i]->result >= 0)
+                                        pending[i]->result = r;
+                                jobs_complete_locked(js, pending[i]);
+                        }
+                        n_pending = 0;
+                }
+                memcpy(pending, batch, n * sizeof batch[0]);
+                n_pending = n;
+                pending_seq = store_committed_seq(js->store);
         }
         pthread_mutex_unlock(&js->lock);
         return NULL;
@@ -156,6 +206,13 @@ static void jobs_dispatch_done(Jobs *js) {
                 js->pending--;
                 j->done(j, j->result);
         }
+        if (js->durable_hook)
+                js->durable_hook(js->durable_userdata);
+}
+
+void jobs_set_durable_hook(Jobs *js, void (*hook)(void *userdata), void *userdata) {
+        js->durable_hook = hook;
+        js->durable_userdata = userdata;
 }
 
 static int on_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {

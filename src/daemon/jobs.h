@@ -2,7 +2,8 @@
 /* Layer L1: work that leaves the event loop. Password hashing runs on a
  * small pool of threads behind a bounded queue; durable writes run on one
  * writer thread that gathers the writes of many requests into one commit
- * (group commit, store_write_batch). Finished jobs come back to the loop
+ * (group commit, store_write_batch) and answers once the commit is
+ * durable (one sync per commit, see writer_thread). Finished jobs come back to the loop
  * through an eventfd and their done() runs there. Knows nothing of
  * connections or requests: a Job is embedded in whatever submits it. */
 #pragma once
@@ -58,6 +59,9 @@ bool jobs_cancel_hash(Jobs *j, Job *job);
 /* Waiting hash jobs end with -ECANCELED (a stop must not wait for a flood
  * of logins); the ones being hashed finish. */
 void jobs_drop_hashes(Jobs *j);
+/* Called on the loop after finished jobs are dispatched: what is durable
+ * may have moved (store_durable_seq), for replies that wait for it. */
+void jobs_set_durable_hook(Jobs *j, void (*hook)(void *userdata), void *userdata);
 /* Becomes true when the jobs are being torn down: a thread job polls it and
  * gives up (the daemon's stop must not wait for a stuck peer). */
 const atomic_bool *jobs_cancel_flag(Jobs *js);

@@ -161,6 +161,7 @@ Manager *manager_free(Manager *m) {
                 conn_hub_close_all(m->hub, "shutdown");
         /* finish queued writes (their done() may touch sessions and events) */
         m->jobs = jobs_free(m->jobs);
+        rpc_release_waiting(m);
         m->bookings = bookings_free(m->bookings);
         m->monitor = monitor_free(m->monitor);
         m->events = events_free(m->events);
@@ -417,6 +418,7 @@ static int open_store(Manager *m, bool no_sync) {
                      (unsigned) m->config.hash_queue_max, &m->jobs);
         if (r < 0)
                 return log_error_errno(r, "Cannot start worker threads: %s", strerror(-r));
+        jobs_set_durable_hook(m->jobs, rpc_durable_advanced, m);
         r = build_method_table(m);
         if (r >= 0)
                 r = monitor_new(m, &m->monitor);

@@ -57,6 +57,7 @@ struct Manager {
         Listener *listeners;
         size_t n_listeners;
         Client *clients;                /* every connection's client, newest first */
+        Request *durable_wait, *durable_wait_tail;      /* replies waiting (rpc.c) */
         uint64_t n_tcp_clients;
         bool admin_gid_valid, users_gid_valid;
         gid_t admin_gid, users_gid;

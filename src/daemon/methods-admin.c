@@ -61,7 +61,8 @@ static int status_start(Request *r) {
                     mp_kv_u64(&pk, "unsent_bytes", conn_hub_unsent_total(m->hub)) ||
                     mp_kv_u64(&pk, "monitor_bytes", mon_bytes) ||
                     mp_kv_u64(&pk, "monitored_vms", mon_vms) || mp_str(&pk, "jobs") ||
-                    msgpack_pack_map(&pk, 5) || mp_kv_u64(&pk, "commits", js.commits) ||
+                    msgpack_pack_map(&pk, 6) || mp_kv_u64(&pk, "commits", js.commits) ||
+                    mp_kv_u64(&pk, "syncs", store_sync_count(m->store)) ||
                     mp_kv_u64(&pk, "writes", js.writes) || mp_kv_u64(&pk, "hashes", js.hashes) ||
                     mp_kv_u64(&pk, "hashes_refused", js.hashes_refused) ||
                     mp_kv_u64(&pk, "hashes_dropped", js.hashes_dropped) || mp_str(&pk, "db") ||
@@ -252,6 +253,10 @@ static int conn_kill_start(Request *r) {
 
 /* ---- events.watch ---- */
 
+static void watch_go(Request *r) {
+        events_watch_go(r->manager->events, r->client);
+}
+
 static int watch_start(Request *r) {
         AdminParams *p = PARAMS(r, AdminParams);
         Manager *m = r->manager;
@@ -269,11 +274,16 @@ static int watch_start(Request *r) {
                 return q;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        q = reply_packed(r, &sb, msgpack_pack_map(&pk, 2) || mp_kv_u64(&pk, "feed", last) ||
+        if (!p->since.set && !p->types.set)
+                /* part 1's call: its result is {} as it always was */
+                q = reply_packed(r, &sb, msgpack_pack_map(&pk, 0));
+        else
+                q = reply_packed(r, &sb,
+                                 msgpack_pack_map(&pk, 2) || mp_kv_u64(&pk, "feed", last) ||
                                          (oldest ? mp_kv_u64(&pk, "oldest", oldest)
                                                  : mp_kv_nil(&pk, "oldest")));
         /* the reply first, then the events */
-        events_watch_go(m->events, r->client);
+        r->delivered = watch_go;
         return q;
 }
 

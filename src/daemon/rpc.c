@@ -172,34 +172,42 @@ void method_stats_percentiles(const MethodStats *s, uint64_t *ret_p50, uint64_t 
 
 /* ---- replies ---- */
 
-static Conn *request_conn(Request *r) {
-        return r->client->conn;
+/* Replies are kept in the request and written when it finishes: then it is
+ * known whether what the request read (or wrote) is durable yet. */
+static int out_write(void *data, const char *buf, size_t len) {
+        return msgpack_sbuffer_write(&((Request *) data)->out, buf, len);
 }
 
 void rpc_reply(Request *r, const char *data, size_t len) {
-        Conn *c = request_conn(r);
         msgpack_packer pk;
-        msgpack_sbuffer sb;
 
-        if (!c)
-                return;
-        /* the envelope is small: packed on the stack's buffer, then the result */
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_packer_init(&pk, r, out_write);
         if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
             msgpack_pack_uint32(&pk, r->msgid) || msgpack_pack_nil(&pk) ||
             (len == 0 && msgpack_pack_map(&pk, 0)) ||
-            conn_write(c, sb.data, sb.size) < 0 || (len > 0 && conn_write(c, data, len) < 0))
+            (len > 0 && msgpack_sbuffer_write(&r->out, data, len) < 0))
                 log_error("Out of memory replying to connection %" PRIu64, r->client->id);
-        msgpack_sbuffer_destroy(&sb);
 }
 
 static void reply_error_now(Request *r, VmmError code, const char *msg) {
-        Conn *c = request_conn(r);
+        msgpack_packer pk;
 
         r->error = code;
-        if (c && conn_write_error(c, r->msgid, code, msg) < 0)
+        msgpack_packer_init(&pk, r, out_write);
+        if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
+            msgpack_pack_uint32(&pk, r->msgid) || msgpack_pack_map(&pk, 2) ||
+            mp_kv_str(&pk, "code", vmm_error_to_string(code)) ||
+            mp_kv_str(&pk, "message", msg) || msgpack_pack_nil(&pk))
                 log_error("Out of memory replying to connection %" PRIu64, r->client->id);
+}
+
+/* Write what the request replied to its connection. */
+static void deliver(Request *r) {
+        Conn *c = r->client->conn;
+
+        if (c && r->out.size > 0 && conn_write(c, r->out.data, r->out.size) < 0)
+                log_error("Out of memory replying to connection %" PRIu64, r->client->id);
+        r->out.size = 0;
 }
 
 void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...) {
@@ -269,6 +277,9 @@ static void reply_errno(Request *r, int error) {
 static void request_free(Request *r) {
         Manager *m = r->manager;
 
+        if (r->out.data)
+                secret_wipe(r->out.data, r->out.alloc);       /* tokens, passwords */
+        msgpack_sbuffer_destroy(&r->out);
         if (r->state && r->method && r->method->state_done)
                 r->method->state_done(r->state);
         free(r->state);
@@ -285,10 +296,74 @@ static void request_free(Request *r) {
         free(r);
 }
 
-static void request_finish(Request *r) {
-        Client *c = client_ref(r->client);
-        bool held = c->busy_held && c->busy == r;
+/* The newest commit this request's reads on the loop saw: reads_begin at
+ * each entry onto the loop, reads_end before it leaves it. */
+static void reads_begin(Request *r) {
+        (void) store_read_seq_take(r->manager->store);
+}
 
+static void reads_end(Request *r) {
+        uint64_t seq = store_read_seq_take(r->manager->store);
+        if (seq > r->seen_seq)
+                r->seen_seq = seq;
+}
+
+static void request_finish(Request *r);
+
+/* Replies that showed a commit not yet durable wait here, in order. */
+static void wait_for_durable(Request *r) {
+        Manager *m = r->manager;
+
+        r->wait_next = NULL;
+        if (m->durable_wait_tail)
+                m->durable_wait_tail->wait_next = r;
+        else
+                m->durable_wait = r;
+        m->durable_wait_tail = r;
+}
+
+void rpc_durable_advanced(void *userdata) {
+        Manager *m = userdata;
+        uint64_t durable = store_durable_seq(m->store);
+
+        while (m->durable_wait && m->durable_wait->seen_seq <= durable) {
+                Request *r = m->durable_wait;
+                m->durable_wait = r->wait_next;
+                if (!m->durable_wait)
+                        m->durable_wait_tail = NULL;
+                r->seen_seq = 0;
+                reads_begin(r);         /* it reads nothing more */
+                request_finish(r);
+        }
+}
+
+/* At a stop: replies still waiting are dropped (their connections are gone). */
+void rpc_release_waiting(Manager *m) {
+        while (m->durable_wait) {
+                Request *r = m->durable_wait;
+                m->durable_wait = r->wait_next;
+                r->seen_seq = 0;
+                reads_begin(r);         /* it reads nothing more */
+                request_finish(r);
+        }
+        m->durable_wait_tail = NULL;
+}
+
+static void request_finish(Request *r) {
+        Client *c;
+        bool held;
+
+        reads_end(r);
+        if (r->seen_seq > store_durable_seq(r->manager->store) && r->client->conn) {
+                /* nobody is shown what a power cut could still take away */
+                wait_for_durable(r);
+                return;
+        }
+        deliver(r);
+        if (r->delivered)
+                r->delivered(r);
+        c = client_ref(r->client);
+        held = c->busy_held && c->busy == r;
         if (r->entry) {
                 MethodStats *s = &r->entry->stats;
                 s->calls++;
@@ -334,6 +409,7 @@ static int job_hash(Job *j) {
 static void job_hashed(Job *j, int result) {
         Request *r = REQUEST_OF(j);
 
+        reads_begin(r);
         r->in_hash = false;
         if (r->abandoned) {
                 /* answered already (shutting_down): nothing more is done */
@@ -369,6 +445,7 @@ static int job_write(Job *j, StoreTxn *t) {
 static void job_written(Job *j, int q) {
         Request *r = REQUEST_OF(j);
 
+        reads_begin(r);
         if (q < 0) {
                 events_list_free(&r->events);
                 if (q == -ENOSPC && r->method->unavailable) {
@@ -388,6 +465,7 @@ static void submit_hash(Request *r) {
         Manager *m = r->manager;
         int q;
 
+        reads_end(r);
         if (r->method->long_hash) {
                 r->job.hash = job_hash;
                 r->job.done = job_hashed;
@@ -427,6 +505,7 @@ static void phase_next(Request *r, bool after_hash, bool after_write) {
                 return;
         }
         if (!after_write && m->write) {
+                reads_end(r);
                 r->job.write = job_write;
                 r->job.done = job_written;
                 jobs_submit_write(r->manager->jobs, &r->job);
@@ -447,6 +526,7 @@ void rpc_abandon_hashing(Manager *m) {
                         continue;
                 rpc_reply_error(r, VMM_E_SHUTTING_DOWN,
                                 "the daemon is stopping; reconnect later");
+                deliver(r);     /* it shows nothing: out at once */
                 r->abandoned = true;
                 conn_close_after_flush(c->conn, "shutdown");
         }
@@ -665,6 +745,8 @@ bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cut
         r->manager = m;
         r->client = client_ref(c);
         r->started_us = mono_us();
+        msgpack_sbuffer_init(&r->out);
+        reads_begin(r);
         /* a small first chunk: requests are small, and a chunk this size
          * comes from malloc's per-thread cache (msgpack-c's 8 KiB does not) */
         r->zone = msgpack_zone_new(REQUEST_ZONE_CHUNK);

@@ -161,6 +161,11 @@ struct Request {
         VmmError error;                 /* rpc_fail() */
         char error_message[512];
         uint64_t started_us;
+        msgpack_sbuffer out;            /* the reply, written when it finishes */
+        uint64_t seen_seq;              /* the newest commit its reads saw */
+        Request *wait_next;             /* waiting until that is durable */
+        /* after the reply is written (e.g. a watch's events start) */
+        void (*delivered)(Request *r);
 };
 
 /* ---- clients ---- */
@@ -205,6 +210,11 @@ void rpc_reply_error(Request *r, VmmError code, const char *fmt, ...) _printf_(3
 /* The request's parameter struct of the method. */
 #define PARAMS(r, type) ((type *) (r)->params)
 #define STATE(r, type) ((type *) (r)->state)
+
+/* jobs' durable hook: replies waiting for a commit to be durable go out. */
+void rpc_durable_advanced(void *userdata);
+/* At a stop, after the writer has finished: replies still waiting are dropped. */
+void rpc_release_waiting(Manager *m);
 
 /* At a stop: requests whose password check is still running are answered
  * shutting_down now and their connections closed, so the stop does not

@@ -5,12 +5,14 @@
  * or socket: a reader that never drains it holds nothing of the store. */
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,21 +65,37 @@ static int backup_write(int fd, bool regular, const uint8_t *buf, size_t len,
         return 0;
 }
 
-/* An unnamed file in dir (O_TMPFILE, or a named one removed at once). */
-static int temp_file(const char *dir) {
+/* A file in dir for the copy: unnamed (O_TMPFILE) where the file system
+ * can, else named BACKUP_TEMP_PREFIX... and removed when the backup ends
+ * (not at once: on FUSE or NFS an open file whose name is gone may no longer
+ * be written), *ret_path then saying which. */
+static int temp_file(const char *dir, char **ret_path) {
         _cleanup_free_ char *path = NULL;
         int fd;
 
+        *ret_path = NULL;
         fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         if (fd >= 0)
                 return fd;
-        if (asprintf(&path, "%s/.backup-XXXXXX", dir) < 0)
+        if (asprintf(&path, "%s/" BACKUP_TEMP_PREFIX "XXXXXX", dir) < 0)
                 return -ENOMEM;
         fd = mkostemp(path, O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        (void) unlink(path);
+        *ret_path = TAKE_PTR(path);
         return fd;
+}
+
+void store_backup_remove_leftovers(const char *dir) {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d)))
+                if (strncmp(de->d_name, BACKUP_TEMP_PREFIX, strlen(BACKUP_TEMP_PREFIX)) == 0)
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+        closedir(d);
 }
 
 static int backup_local_copy(Store *s, int tmp) {
@@ -94,6 +112,7 @@ static int backup_local_copy(Store *s, int tmp) {
 int store_backup(Store *s, int fd, uint64_t *ret_bytes, const atomic_bool *cancel) {
         _cleanup_free_ uint8_t *buf = NULL;
         _cleanup_close_ int tmp = -1;
+        _cleanup_free_ char *tmp_path = NULL;
         struct stat st;
         uint64_t total = 0;
         bool expected = false;
@@ -112,7 +131,7 @@ int store_backup(Store *s, int fd, uint64_t *ret_bytes, const atomic_bool *cance
                 r = -ENOMEM;
                 goto out;
         }
-        tmp = temp_file(s->dir);
+        tmp = temp_file(s->dir, &tmp_path);
         if (tmp < 0) {
                 r = tmp;
                 goto out;
@@ -149,6 +168,8 @@ int store_backup(Store *s, int fd, uint64_t *ret_bytes, const atomic_bool *cance
         if (r == 0 && ret_bytes)
                 *ret_bytes = total;
 out:
+        if (tmp_path)
+                (void) unlink(tmp_path);
         atomic_store(&s->backup_running, false);
         return r;
 }

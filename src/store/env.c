@@ -356,6 +356,13 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
 #endif
         if (opts->no_sync)
                 flags |= MDB_NOSYNC;
+        /* one sync per commit: the meta page of a commit is written but not
+         * synced; the next commit's sync (or store_sync) makes it durable,
+         * and durable_seq says what is */
+        if (!(flags & MDB_NOSYNC) && !opts->read_only) {
+                flags |= MDB_NOMETASYNC;
+                s->meta_deferred = true;
+        }
         if (opts->read_only)
                 flags |= MDB_RDONLY;
         r = store_errno(mdb_env_create(&s->env));
@@ -398,6 +405,22 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
         r = store_setup(s, opts->read_only, ret_upgraded, errbuf, errlen);
         if (r < 0)
                 return r;
+        /* what a crash left in the page cache is made durable before anyone
+         * is shown it */
+        if (!opts->read_only && !opts->no_sync) {
+                r = store_errno(mdb_env_sync(s->env, 1));
+                if (r < 0) {
+                        store_set_error(errbuf, errlen, "cannot sync database %s: %s", s->path,
+                                        strerror(-r));
+                        return r;
+                }
+        }
+        if (store_errno(mdb_env_info(s->env, &info)) >= 0) {
+                atomic_store(&s->committed_seq, (uint64_t) info.me_last_txnid);
+                atomic_store(&s->durable_seq, (uint64_t) info.me_last_txnid);
+        }
+        if (!opts->read_only)
+                store_backup_remove_leftovers(opts->dir);
         /* the database file must survive a power loss as a directory entry
          * too, not only as data (every start: a first start may have been
          * cut short before; cheap) */
@@ -417,6 +440,9 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
 Store *store_close(Store *s) {
         if (!s)
                 return NULL;
+        /* the last commit's meta page, when it was deferred */
+        if (s->env && s->meta_deferred)
+                (void) mdb_env_sync(s->env, 1);
         while (s->read_cache) {
                 StoreTxn *t = s->read_cache;
 
@@ -527,6 +553,9 @@ int store_read_begin(Store *s, StoreTxn **ret) {
                         t->store = s;
                         t->read_only = true;
                         t->parent = NULL;
+                        uint64_t seq = (uint64_t) mdb_txn_id(t->txn);
+                        if (seq > atomic_load(&s->read_seq_seen))
+                                atomic_store(&s->read_seq_seen, seq);
                         *ret = t;
                         return 0;
                 }
@@ -604,7 +633,27 @@ int store_child_begin(StoreTxn *parent, StoreTxn **ret) {
         return 0;
 }
 
+/* After a top-level commit: what is committed, and what is durable now. */
+static void commit_seq_update(Store *s) {
+        MDB_envinfo info;
+
+        if (mdb_env_info(s->env, &info) != 0)
+                return;
+        uint64_t seq = (uint64_t) info.me_last_txnid;
+        if (seq == atomic_load(&s->committed_seq))
+                return;         /* nothing was written */
+        atomic_store(&s->committed_seq, seq);
+        if (s->meta_deferred)
+                atomic_fetch_add(&s->syncs, 1);
+        /* this commit's sync made the one before it durable; without a
+         * deferred meta page it is durable itself */
+        uint64_t durable = s->meta_deferred ? seq - 1 : seq;
+        if (durable > atomic_load(&s->durable_seq))
+                atomic_store(&s->durable_seq, durable);
+}
+
 int store_commit(StoreTxn *t) {
+        Store *s;
         int r;
 
         assert(t);
@@ -612,11 +661,48 @@ int store_commit(StoreTxn *t) {
                 store_read_end(t);
                 return 0;
         }
+        s = t->store;
         r = store_errno(mdb_txn_commit(t->txn));
-        if (!t->parent)
-                (void) pthread_rwlock_unlock(&t->store->resize_lock);
+        if (!t->parent) {
+                if (r >= 0)
+                        commit_seq_update(s);
+                (void) pthread_rwlock_unlock(&s->resize_lock);
+        }
         free(t);
         return r;
+}
+
+uint64_t store_committed_seq(Store *s) {
+        return atomic_load(&s->committed_seq);
+}
+
+uint64_t store_durable_seq(Store *s) {
+        return atomic_load(&s->durable_seq);
+}
+
+int store_sync(Store *s) {
+        uint64_t seq = atomic_load(&s->committed_seq);
+        int r;
+
+        if (!s->meta_deferred)
+                return 0;
+        r = store_errno(mdb_env_sync(s->env, 1));
+        atomic_fetch_add(&s->syncs, 1);
+        if (r >= 0 && seq > atomic_load(&s->durable_seq))
+                atomic_store(&s->durable_seq, seq);
+        return r;
+}
+
+uint64_t store_sync_count(Store *s) {
+        return atomic_load(&s->syncs);
+}
+
+uint64_t store_txn_seq(StoreTxn *t) {
+        return (uint64_t) mdb_txn_id(t->txn);
+}
+
+uint64_t store_read_seq_take(Store *s) {
+        return atomic_exchange(&s->read_seq_seen, 0);
 }
 
 void store_abort(StoreTxn *t) {

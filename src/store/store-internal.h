@@ -44,6 +44,11 @@ struct Store {
         StoreTxn *read_cache;        /* reset read txns, linked by next */
         unsigned n_read_cache;
         atomic_bool backup_running;
+        bool meta_deferred;             /* MDB_NOMETASYNC: a commit's meta page is
+                                         * made durable by the next sync */
+        _Atomic uint64_t committed_seq, durable_seq;
+        _Atomic uint64_t read_seq_seen;
+        _Atomic uint64_t syncs;         /* data syncs made (commits and store_sync) */
 };
 
 struct StoreTxn {
@@ -152,3 +157,8 @@ int store_next_id(StoreTxn *t, const char *counter, uint64_t *ret);
 /* Removes every session of one owner, a VM (vm_id) or a user (user; vm_id
  * NULL), keeping every index in step (vms.c). */
 int store_owner_sessions_delete(StoreTxn *t, const char *vm_id, const char *user);
+
+/* backup.c: the copy's temporary file, when it needs a name */
+#define BACKUP_TEMP_PREFIX ".backup-"
+/* Removes copies a crash left behind (the state directory is locked). */
+void store_backup_remove_leftovers(const char *dir);

@@ -249,6 +249,25 @@ int store_write_batch(Store *s, void *const *items, size_t n, StoreBatchFunc f, 
 
 int store_stats(StoreTxn *t, StoreStats *ret);
 
+/* Durability and what readers see. Every commit has a sequence number, and
+ * numbers only grow. A commit is visible to new read transactions as soon as
+ * it returns; it is durable (survives a power cut) once store_durable_seq()
+ * has reached it: at the latest when the next commit or store_sync()
+ * returns. (One sync per commit: each commit's sync also makes the one
+ * before it durable.) */
+uint64_t store_committed_seq(Store *s);
+uint64_t store_durable_seq(Store *s);
+/* Makes everything committed durable. */
+int store_sync(Store *s);
+/* Data syncs made so far (0 with no_sync). */
+uint64_t store_sync_count(Store *s);
+/* The commit a read transaction sees. */
+uint64_t store_txn_seq(StoreTxn *t);
+/* The newest commit seen by read transactions begun since the last call
+ * (0: none), and forget it: for the one thread that serves replies, to hold
+ * a reply until what it showed is durable. */
+uint64_t store_read_seq_take(Store *s);
+
 /* ---- VMs and disks (vms.c) ---- */
 
 int store_vm_get(StoreTxn *t, const char *vm_id, StoreVm *ret);

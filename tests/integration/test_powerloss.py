@@ -646,7 +646,9 @@ def test_harness_speed(lazy, make_daemon, tmp_path):
     st = lazy.stats()['stats']
     print(f'durable commits/s: {on_lazy:.0f} through lazyfs, {on_disk:.0f} on the disk '
           f'({on_lazy / on_disk:.2f}x); lazyfs: {st}')
-    assert st['fsyncs'] > 0 and st['sync_writes'] > 0, 'LMDB did not sync through lazyfs'
+    # one sync per commit: LMDB's data sync (fdatasync); the meta page it
+    # writes is made durable by the next commit's sync, not by O_DSYNC
+    assert st['fsyncs'] > 0, 'LMDB did not sync through lazyfs'
     # a ratio taken in one run (machine speed varies by 2x between days)
     assert on_lazy > 0.1 * on_disk, \
         f'lazyfs is too slow for the power-loss test: {on_lazy:.0f} commits/s'
@@ -654,9 +656,6 @@ def test_harness_speed(lazy, make_daemon, tmp_path):
 
 # ---------------------------------------------------------------- what vmmd creates
 
-@pytest.mark.xfail(strict=True, raises=DurabilityViolation,
-                   reason='vmmd never fsyncs the state directory after LMDB creates vmmd.mdb '
-                          '(nor the parent of a directory it creates): store_open')
 @pytest.mark.parametrize('made_by', ['the administrator', 'vmmd'])
 def test_first_start_is_durable(lazy, make_daemon, made_by):
     """A VM registered (and answered) on a fresh state directory survives a
@@ -699,8 +698,9 @@ def test_backup_is_durable_when_answered(lazy, make_daemon, target):
         d.register(f'bk{i}', disks=[{'id': f'bk{i}-d', 'size': i + 1}])
     lazy.sync()                   # the database is durable; the backup is what is tested
     out = os.path.join(backups, 'vmmd.mdb')
-    p = subprocess.run([tool('VMADM_BIN', 'vmadm'), '--socket', d.admin_socket, 'backup', out],
-                       capture_output=True, text=True, timeout=60)
+    force = ['--force'] if target == 'an existing file' else []
+    p = subprocess.run([tool('VMADM_BIN', 'vmadm'), '--socket', d.admin_socket, 'backup', *force,
+                        out], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, f'vmadm backup: {p.returncode}\n{p.stdout}\n{p.stderr}'
     d.kill()
     cut = lazy.power_loss()

@@ -285,8 +285,10 @@ class Client:
         p.update(extra)
         return self.ok('register', p)
 
-    def auth(self, vm_id, password=PASSWORD):
-        res = self.ok('auth', {'vm_id': vm_id, 'password': password})
+    def auth(self, vm_id, password=PASSWORD, timeout=60):
+        # a login waits for its password check in vmmd's queue, which a busy
+        # machine (niced hash workers) can make long
+        res = self.ok('auth', {'vm_id': vm_id, 'password': password}, timeout=timeout)
         self.token = res['token']
         self.vm_id = vm_id
         return res

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Jobs (L1): hashing on the pool behind its bound, dropping waiting hashes,
  * and the writer's group commit on a real store: a map that must grow, and
- * a batch too big for one transaction (split into several commits). */
+ * a batch too big for one transaction (split into several commits); one
+ * sync per commit, and no write reported done before it is durable. */
 #include <errno.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -22,6 +23,8 @@ typedef struct TestJob {
         int done_result;
         bool done;
         size_t bytes;           /* write: a feed event of this size */
+        Store *store;           /* write: note the commit and what was durable when done */
+        uint64_t seq, durable_at_done;
         int *gate;              /* hash: spin until *gate (the pool stays busy) */
         int started;
 } TestJob;
@@ -45,11 +48,14 @@ static int write_fn(Job *j, StoreTxn *t) {
         memset(data, 0x5a, tj->bytes);
         r = store_feed_append(t, data, tj->bytes, &pos);
         free(data);
+        tj->seq = store_txn_seq(t);
         return r;
 }
 
 static void done_fn(Job *j, int r) {
         TestJob *t = (TestJob *) j;
+        if (t->store)
+                t->durable_at_done = store_durable_seq(t->store);
         t->done = true;
         t->done_result = r;
 }
@@ -64,10 +70,10 @@ typedef struct Fixture {
         Store *store;
 } Fixture;
 
-static int setup(void **state) {
+static int setup_with(void **state, bool no_sync) {
         Fixture *f = calloc(1, sizeof *f);
         char err[256];
-        StoreOptions o = { .map_size_initial = 1 << 20, .no_sync = true,
+        StoreOptions o = { .map_size_initial = 1 << 20, .no_sync = no_sync,
                            .event_history = 1000000 };
 
         snprintf(f->dir, sizeof f->dir, "/tmp/test-jobs-XXXXXX");
@@ -77,6 +83,14 @@ static int setup(void **state) {
         assert_int_equal(sd_event_new(&f->e), 0);
         *state = f;
         return 0;
+}
+
+static int setup(void **state) {
+        return setup_with(state, true);
+}
+
+static int setup_synced(void **state) {
+        return setup_with(state, false);
 }
 
 static int teardown(void **state) {
@@ -202,12 +216,73 @@ static void test_batch_split_when_the_transaction_is_full(void **state) {
         assert_int_equal(st.feed_last, n - 1);  /* everything but 80, no gap */
 }
 
+/* One sync per commit: a commit is durable when the next commit (or an
+ * explicit sync) returns, and no write is reported done before then. */
+static void test_store_durable_after_next_sync(void **state) {
+        Fixture *f = *state;
+        TestJob a = { .bytes = 16 }, b = { .bytes = 16 };
+        StoreTxn *t;
+        uint64_t syncs = store_sync_count(f->store);
+
+        assert_int_equal(store_write_begin(f->store, &t), 0);
+        assert_int_equal(write_fn(&a.job, t), 0);
+        assert_int_equal(store_commit(t), 0);
+        assert_int_equal(store_committed_seq(f->store), a.seq);
+        assert_true(store_durable_seq(f->store) < a.seq);
+        assert_int_equal(store_write_begin(f->store, &t), 0);
+        assert_int_equal(write_fn(&b.job, t), 0);
+        assert_int_equal(store_commit(t), 0);
+        assert_int_equal(store_durable_seq(f->store), a.seq);
+        assert_int_equal(store_sync(f->store), 0);
+        assert_int_equal(store_durable_seq(f->store), b.seq);
+        assert_int_equal(store_sync_count(f->store), syncs + 3);
+        /* a read sees the commit and says which */
+        assert_int_equal(store_read_begin(f->store, &t), 0);
+        assert_int_equal(store_txn_seq(t), b.seq);
+        store_read_end(t);
+        assert_int_equal(store_read_seq_take(f->store), b.seq);
+        assert_int_equal(store_read_seq_take(f->store), 0);
+}
+
+static void test_writes_done_only_when_durable(void **state) {
+        Fixture *f = *state;
+        Jobs *js = NULL;
+        TestJob t[200] = { 0 };
+        uint64_t syncs = store_sync_count(f->store);
+        JobsStats st;
+
+        assert_int_equal(jobs_new(f->e, f->store, 1, 8, &js), 0);
+        for (int round = 0; round < 4; round++) {
+                for (int i = round * 50; i < round * 50 + 50; i++) {
+                        t[i] = (TestJob) { .job.write = write_fn, .job.done = done_fn,
+                                           .bytes = 100, .store = f->store };
+                        jobs_submit_write(js, &t[i].job);
+                }
+                run_until_done(f, t, (size_t) round * 50 + 50);
+        }
+        for (int i = 0; i < 200; i++) {
+                assert_int_equal(t[i].done_result, 0);
+                assert_true(t[i].seq > 0);
+                assert_true(t[i].durable_at_done >= t[i].seq);
+        }
+        jobs_stats(js, &st);
+        /* group commit: fewer commits than writes; syncs no more than one
+         * per commit plus one per idle moment (at most one per round) */
+        assert_true(st.commits < 200);
+        assert_true(store_sync_count(f->store) - syncs <= st.commits + 4);
+        jobs_free(js);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_hash_queue_bound_and_drop, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_writer_grows_the_map, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_batch_split_when_the_transaction_is_full,
                                                 setup, teardown),
+                cmocka_unit_test_setup_teardown(test_store_durable_after_next_sync, setup_synced,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(test_writes_done_only_when_durable, setup_synced,
+                                                teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
