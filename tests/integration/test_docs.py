@@ -414,5 +414,9 @@ def test_conf_example_error_is_real(tmp_path):
     r = subprocess.run([os.environ['VMMD_BIN'], '--config', str(conf),
                         '--state-dir', str(tmp_path / 'state')],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1
+    assert r.returncode == 6, r.returncode    # vmmd(8): 6, a configuration error
     assert r.stderr.strip() == m.group(1) + str(conf) + m.group(2), r.stderr
+    status = re.search(r'echo \$\?\n(\d+)$', shown[0], re.M)
+    assert status and int(status.group(1)) == r.returncode, \
+        f'the example shows exit status {status and status.group(1)}, vmmd exits {r.returncode}'
+
