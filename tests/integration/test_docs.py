@@ -120,19 +120,22 @@ def section(path, prefix):
 # --- what the code says --------------------------------------------------
 
 def methods_from_header():
-    """(client methods, admin methods) from the #define VMM_M_... lines,
-    split by the header's 'Client methods' / 'Admin methods' comments."""
-    client, admin, cur = [], [], None
+    """(client methods, admin methods, part 2 methods) from the #define
+    VMM_M_... lines, split by the header's 'Client methods' / 'Admin methods'
+    / 'Part 2' comments."""
+    client, admin, part2, cur = [], [], [], None
     for line in read(PROTOCOL_H).split('\n'):
         if 'Client methods' in line:
             cur = client
         elif 'Admin methods' in line:
             cur = admin
+        elif line.startswith('/* Part 2'):
+            cur = part2
         m = re.match(r'^#define\s+VMM_M_\w+\s+"([^"]+)"', line)
         if m:
             assert cur is not None, f'method "{m.group(1)}" before the section comments'
             cur.append(m.group(1))
-    return client, admin
+    return client, admin, part2
 
 
 def error_codes_in_order():
@@ -180,14 +183,15 @@ def help_options(text):
 # --- methods and errors --------------------------------------------------
 
 def test_header_parses():
-    client, admin = methods_from_header()
+    client, admin, part2 = methods_from_header()
     assert 'ping' in client and 'auth' in client and len(client) >= 10
     assert 'status' in admin and 'backup' in admin and len(admin) >= 10
+    assert 'user.auth' in part2 and 'booking.create' in part2 and len(part2) >= 30
     assert len(error_codes_in_order()) >= 12
 
 
 def test_client_methods_documented():
-    client, _ = methods_from_header()
+    client, _, _ = methods_from_header()
     documented = tags(section(PAGE_PROTOCOL, 'CLIENT METHODS'))
     missing = [m for m in client if m not in documented]
     assert not missing, f'client methods missing from vmmd-protocol.7: {missing}'
@@ -196,13 +200,22 @@ def test_client_methods_documented():
 
 
 def test_admin_methods_documented():
-    client, admin = methods_from_header()
+    client, admin, _ = methods_from_header()
     documented = tags(section(PAGE_PROTOCOL, 'ADMIN METHODS'))
     missing = [m for m in admin if m not in documented]
     assert not missing, f'admin methods missing from vmmd-protocol.7: {missing}'
     # The admin socket also serves some client method names (vm.list, ...).
     stale = [t for t in documented if t not in admin and t not in client]
     assert not stale, f'vmmd-protocol.7 documents admin methods the code lacks: {stale}'
+
+
+def test_part2_methods_documented():
+    client, admin, part2 = methods_from_header()
+    documented = tags(section(PAGE_PROTOCOL, 'PART 2 METHODS'))
+    missing = [m for m in part2 if m not in documented]
+    assert not missing, f'part 2 methods missing from vmmd-protocol.7: {missing}'
+    stale = [t for t in documented if t not in client + admin + part2]
+    assert not stale, f'vmmd-protocol.7 documents part 2 methods the code lacks: {stale}'
 
 
 def test_error_codes_documented_in_precedence_order():
@@ -344,6 +357,26 @@ def test_protocol_client_example_runs(make_daemon):
     assert "'ram': 4096" in out, out
 
 
+def test_protocol_person_example_runs(make_daemon):
+    """The part 2 example goes on from the client example: a user made on
+    the admin socket logs in, books the VM and reads the history."""
+    d = make_daemon()
+    first = [e for e in examples(PAGE_PROTOCOL) if 'create_connection' in e]
+    person = [e for e in examples(PAGE_PROTOCOL) if '"user.auth"' in e]
+    assert len(first) == 1 and len(person) == 1, 'the examples were not found in vmmd-protocol.7'
+    m = re.search(r'password="([^"]+)"', person[0])
+    assert m, person[0]
+    admin = (f'admin = socket.socket(socket.AF_UNIX)\n'
+             f'admin.connect({d.admin_socket!r})\n'
+             f'admin.sendall(msgpack.packb([0, 1, "user.create", '
+             f'[{{"name": "alice", "password": {m.group(1)!r}}}]]))\n'
+             f'assert msgpack.unpackb(admin.recv(4096))[2] is None\n')
+    code = first[0].replace('("127.0.0.1", 7707)', f'("{d.host}", {d.port})')
+    out = run_python(code + admin + person[0])
+    assert "'role': 'user'" in out and "'action': 'book'" in out, out
+    assert "'booking': {'user': 'alice'" in out, out
+
+
 def test_protocol_backup_example_runs(make_daemon, tmp_path):
     d = make_daemon()
     found = [e for e in examples(PAGE_PROTOCOL) if 'send_fds' in e]
@@ -381,5 +414,9 @@ def test_conf_example_error_is_real(tmp_path):
     r = subprocess.run([os.environ['VMMD_BIN'], '--config', str(conf),
                         '--state-dir', str(tmp_path / 'state')],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 1
+    assert r.returncode == 6, r.returncode    # vmmd(8): 6, a configuration error
     assert r.stderr.strip() == m.group(1) + str(conf) + m.group(2), r.stderr
+    status = re.search(r'echo \$\?\n(\d+)$', shown[0], re.M)
+    assert status and int(status.group(1)) == r.returncode, \
+        f'the example shows exit status {status and status.group(1)}, vmmd exits {r.returncode}'
+

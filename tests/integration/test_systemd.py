@@ -51,6 +51,7 @@ MSG = {
         'admin_change': '36f69eb635004265b996f2534663f93b',
         'limit': 'e3346840b1004f078973a62bb2577502',
         'reloaded': '0b58005a6a9545d386436880c834ad0e',
+        'booking': '5d1f0c8e2b7a4c6f9e3d8a1b4c7e2f90',
 }
 STATUS_RE = re.compile(r'^(\d+) VMs, (\d+) connected, (\d+) sessions, (\d+) requests$')
 SCORE_RE = re.compile(r'Overall exposure level for \S+: (\d+\.\d+)')
