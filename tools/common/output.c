@@ -113,7 +113,8 @@ void fmt_duration(uint64_t ms, char *buf, size_t n) {
 }
 
 void fmt_left(int64_t expires_ms, int64_t now_ms, char *buf, size_t n) {
-        uint64_t s = expires_ms > now_ms ? (uint64_t) (expires_ms - now_ms) / 1000 : 0;
+        /* whole seconds, rounded up: a booking of 2 hours shows 2h 0m at once */
+        uint64_t s = expires_ms > now_ms ? ((uint64_t) (expires_ms - now_ms) + 999) / 1000 : 0;
         uint64_t d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60;
 
         if (d > 0)
@@ -153,6 +154,8 @@ void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
                 (void) snprintf(buf, n, "%" PRId64, o->via.i64);
         else if (o->type == MSGPACK_OBJECT_BOOLEAN)
                 (void) snprintf(buf, n, "%s", o->via.boolean ? "yes" : "no");
+        else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+                (void) snprintf(buf, n, "%.2f", o->via.f64);
         else
                 (void) snprintf(buf, n, "?");
 }

@@ -37,7 +37,8 @@ void table_done(Table *t);
 void fmt_time(const msgpack_object *o, char *buf, size_t n);
 /* A duration in milliseconds as "3d 4h 5m 6s" (leading zero units left out). */
 void fmt_duration(uint64_t ms, char *buf, size_t n);
-/* The time left until expires_ms, seen at now_ms, to the two largest units:
+/* The time left until expires_ms, seen at now_ms, in whole seconds rounded
+ * up, to the two largest units:
  * "2d 3h left", "2h 14m left", "14m 5s left", "42s left"; "0s left" once
  * past (a booking ends within a second of its time). */
 void fmt_left(int64_t expires_ms, int64_t now_ms, char *buf, size_t n);
@@ -45,8 +46,9 @@ void fmt_left(int64_t expires_ms, int64_t now_ms, char *buf, size_t n);
 void fmt_left_obj(const msgpack_object *expires, int64_t now_ms, char *buf, size_t n);
 /* Unix time now, in milliseconds (the tools' clock for "left"). */
 int64_t output_now_ms(void);
-/* Strings escaped (escape.h), integers in decimal, booleans as yes/no, "-"
- * for nil or missing, "?" for anything else. */
+/* Strings escaped (escape.h), integers in decimal, floats with two
+ * decimals (load averages), booleans as yes/no, "-" for nil or missing, "?"
+ * for anything else. */
 void fmt_scalar(const msgpack_object *o, char *buf, size_t n);
 /* An integer with its unit ("4096 MiB"); "-" for nil or missing. */
 void fmt_size(const msgpack_object *o, const char *unit, char *buf, size_t n);

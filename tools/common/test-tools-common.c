@@ -139,8 +139,10 @@ static void test_formats(void **state) {
 
         /* time left: the two largest units */
         int64_t now = 1763800000000;
-        fmt_left(now + (2 * 3600 + 14 * 60 + 59) * 1000 + 999, now, buf, sizeof(buf));
+        fmt_left(now + (2 * 3600 + 14 * 60 + 59) * 1000, now, buf, sizeof(buf));
         assert_string_equal(buf, "2h 14m left");
+        fmt_left(now + 2 * 3600 * 1000 - 10, now, buf, sizeof(buf));    /* rounded up */
+        assert_string_equal(buf, "2h 0m left");
         fmt_left(now + (3 * 86400 + 5 * 3600 + 7) * 1000, now, buf, sizeof(buf));
         assert_string_equal(buf, "3d 5h left");
         fmt_left(now + 845000, now, buf, sizeof(buf));
