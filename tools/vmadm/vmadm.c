@@ -414,7 +414,8 @@ static const Command commands[] = {
           "add NAME [VM...]\nlist\nshow GROUP\nrename GROUP NAME\nput GROUP VM...\n"
           "rm VM [--group GROUP]\ndel GROUP",
           "manage groups of VMs",
-          "Manage groups of VMs (pools booked by group). A GROUP is its id or its name.\n"
+          "Manage groups of VMs (pools booked by group). A GROUP is its id or its name\n"
+          "(a number is taken as an id).\n"
           "'vmadm help group SUBCOMMAND' tells more.",
           SUBS(group_subs) },
         { "book", cmd_book, "VM|--group GROUP --hours N|--minutes N [--for USER]",

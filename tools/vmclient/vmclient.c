@@ -311,13 +311,14 @@ static const ErrorText oneshot_texts[] = {
         { "forbidden", "a VM sees only its own booking",
           "a VM's session sees only its own booking: leave out the VM" },
         { "bad_request", "missing field 'vm_id'",
-          "a person's session names the VM: vmclient booking VM" },
+          "this is for a VM's own session (vmclient auth VM_ID); a person's session sees VMs "
+          "with vmclient list" },
         { "bad_request", "^name: ",
           "a user name is 1 to 64 letters, digits, '.', '_', '@', '+' or '-', starting with "
           "a letter or digit" },
         { "unauthenticated", "token is not valid",
           "the session token is no longer valid (it expired, was revoked, or logged out): "
-          "log in again with vmclient auth VM_ID" },
+          "log in again with vmclient auth VM_ID (a person: vmclient user-login NAME)" },
         { "unauthenticated", "unknown name or wrong password",
           "the name or the password is wrong" },
         { "unauthenticated", "wrong password",
@@ -1010,6 +1011,12 @@ static int cmd_booking(const Command *cmd, int argc, char **argv) {
                         return report_exchange_failed(rep, r);
         }
         r = vmm_booking_get(c, a.n_args == 1 ? a.args[0] : NULL, a.p.token, &m);
+        if (r >= 0 && m.error == VMM_E_BAD_REQUEST && a.n_args == 0 && m.error_message &&
+            strstr(m.error_message, "missing field 'vm_id'")) {
+                report_error(rep, m.error_code, true,
+                             "a person's session names the VM: vmclient booking VM");
+                return EXIT_DAEMON;
+        }
         return finish_call(rep, r, &m, human_booking);
 }
 
