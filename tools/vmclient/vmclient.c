@@ -304,6 +304,9 @@ static const ErrorText oneshot_texts[] = {
         { "unauthenticated", "not logged in",
           "log in first: export VMCLIENT_TOKEN=$(vmclient auth VM_ID) (a person: "
           "vmclient user-login NAME), or pass --token TOKEN" },
+        { "unauthenticated", "^log in first",
+          "log in first: export VMCLIENT_TOKEN=$(vmclient auth VM_ID) (a person: "
+          "vmclient user-login NAME), or pass --token TOKEN" },
         { "forbidden", "is not for VM sessions",
           "a VM's session cannot do that; log in as a person (vmclient user-login NAME)" },
         { "forbidden", "is only for VM sessions",
@@ -338,6 +341,8 @@ static const ErrorText oneshot_texts[] = {
 
 static const ErrorText shell_texts[] = {
         { "unauthenticated", "not logged in",
+          "log in first: AUTH VM_ID PASSWORD" },
+        { "unauthenticated", "^log in first",
           "log in first: AUTH VM_ID PASSWORD" },
         { "bad_request", "^token: ",
           "the session token given with --token or VMCLIENT_TOKEN is not one that "
