@@ -855,6 +855,22 @@ def test_vmclient_part2(daemon):
     vmclient(daemon, '--token', token, 'whoami', 'x', check=2)
 
 
+def test_vmclient_shell_part2(daemon):
+    pw = create(daemon, 'vm1')
+    vmadm(daemon, 'book', 'vm1', '--minutes', '90')
+    script = (f'AUTH vm1 wrong-password\nAUTH vm1 {pw}\nWHOAMI\nBOOKING\nBOOKING vm2\n'
+              'BOOKING a b\n')
+    p = vmclient(daemon, 'shell', stdin=script)
+    out = p.out
+    assert 'error: unauthenticated: the name or the password is wrong' in out, out
+    assert re.search(r'^kind:\s+vm$', out, re.M) and re.search(r'^vm_id:\s+vm1$', out, re.M)
+    assert re.search(rf'^VM vm1 is booked by root until {TIME} \((1h 30m|1h 29m) left\)$', out,
+                     re.M), out
+    assert "error: forbidden: a VM's session sees only its own booking: BOOKING without a VM " \
+           "id" in out, out
+    assert re.search(r'^error: usage: .*BOOKING', out, re.M), out
+
+
 def test_vmclient_help_lists_part2():
     assert VMCLIENT_BIN, 'VMCLIENT_BIN is not set (meson sets it)'
     out = subprocess.run([VMCLIENT_BIN, '--help'], capture_output=True, text=True,

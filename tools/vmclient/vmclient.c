@@ -350,8 +350,12 @@ static const ErrorText shell_texts[] = {
         { "unauthenticated", "token is not valid",
           "the session has ended (it expired, was revoked, or logged out): log in again with "
           "AUTH VM_ID PASSWORD" },
+        { "unauthenticated", "unknown name or wrong password",
+          "the name or the password is wrong" },
         { "unauthenticated", "wrong password",
           "the current password is wrong" },
+        { "forbidden", "a VM sees only its own booking",
+          "a VM's session sees only its own booking: BOOKING without a VM id" },
         { "exists", "already described",
           "this VM is already described: change it with UPDATE_VM RAM CPU [DISK...]" },
         { "not_found", "never described",
@@ -942,7 +946,7 @@ static int finish_call(const Reporter *rep, int r, const VmmMessage *m,
         return 0;
 }
 
-static void human_whoami(const msgpack_object *o) {
+void human_whoami(const msgpack_object *o) {
         static const char *const keys[] = { "kind", "vm_id", "name", "role" };
         char buf[256];
 
@@ -971,10 +975,11 @@ static int cmd_whoami(const Command *cmd, int argc, char **argv) {
         return finish_call(rep, vmm_whoami(c, a.p.token, &m), &m, human_whoami);
 }
 
-/* The daemon's clock, for the time left (the VM's own may be off). */
+/* The daemon's clock, for the time left (the VM's own may be off); 0: ours
+ * (the shell). */
 static int64_t booking_now = 0;
 
-static void human_booking(const msgpack_object *o) {
+void human_booking(const msgpack_object *o) {
         const msgpack_object *b = vmm_object_get(o, "booking");
         char vm[256], user[256], until[64], left[64];
 
@@ -985,7 +990,8 @@ static void human_booking(const msgpack_object *o) {
         fmt_scalar(vmm_object_get(b, "vm_id"), vm, sizeof(vm));
         fmt_scalar(vmm_object_get(b, "user"), user, sizeof(user));
         fmt_time(vmm_object_get(b, "expires_at"), until, sizeof(until));
-        fmt_left_obj(vmm_object_get(b, "expires_at"), booking_now, left, sizeof(left));
+        fmt_left_obj(vmm_object_get(b, "expires_at"), booking_now ? booking_now : output_now_ms(),
+                     left, sizeof(left));
         printf("VM %s is booked by %s until %s (%s)\n", vm, user, until, left);
 }
 
