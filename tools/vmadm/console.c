@@ -20,6 +20,23 @@ static const char *const seed_words[] = {
         "LIST_CONNECTED", "LIST_AUTHORIZED", "LIST_ALL", "LIST_DISKS", "HELP", "EXIT",
 };
 
+/* "  NAME SYNOPSIS", a long synopsis going on under its start. */
+static void help_line(const Command *c) {
+        const char *s = c->synopsis;
+        int indent = 0;
+
+        do {
+                const char *nl = strchr(s, '\n');
+                int len = nl ? (int) (nl - s) : (int) strlen(s);
+                if (indent == 0) {
+                        printf("  %s%s%.*s\n", c->name, len > 0 ? " " : "", len, s);
+                        indent = (int) strlen(c->name) + 3;
+                } else
+                        printf("%*s%.*s\n", indent, "", len, s);
+                s = nl ? nl + 1 : NULL;
+        } while (s);
+}
+
 /* The commands with their synopses (from the table), then the seeds'. */
 void console_help(void) {
         size_t n;
@@ -31,10 +48,9 @@ void console_help(void) {
                 if (strcmp(c->name, "console") == 0)
                         continue;
                 if (c->n_subs == 0)
-                        printf("  %s%s%s\n", c->name, *c->synopsis ? " " : "", c->synopsis);
+                        help_line(c);
                 for (size_t j = 0; j < c->n_subs; j++)
-                        printf("  %s%s%s\n", c->subs[j].name, *c->subs[j].synopsis ? " " : "",
-                               c->subs[j].synopsis);
+                        help_line(&c->subs[j]);
         }
         puts("Seed server-console commands:\n"
              "  LIST_CONNECTED  LIST_AUTHORIZED  LIST_ALL  LIST_DISKS\n"

@@ -335,8 +335,8 @@ static const Command commands[] = {
           "Show the daemon's version, uptime, counts of VMs, disks, sessions and\n"
           "connections, requests served, and the database's path and size." },
         { "list", cmd_list,
-          "[connected|authorized|all] [--group GROUP] [--owner USER] [--booked-by USER]\n"
-          "[--status on|off|requested] [--limit N]",
+          "[connected|authorized|all] [--group GROUP] [--owner USER]\n"
+          "[--booked-by USER] [--status on|off|requested] [--limit N]",
           "list VMs",
           "List VMs by id (all of them unless a filter is given): connected ones hold\n"
           "an open connection, authorized ones an unexpired session; --group, --owner,\n"
@@ -363,8 +363,9 @@ static const Command commands[] = {
           "Set VM's password (generated unless --password-stdin gives one) and end its\n"
           "sessions. The password is printed once, as 'password: PASSWORD'." },
         { "set", cmd_set,
-          "VM [--owner USER] [--hostname NAME] [--ip ADDR[,ADDR]]... [--os NAME:VERSION]\n"
-          "[--group GROUP] [--ram MiB] [--cpu N] [--disk [ID:]SIZE]...",
+          "VM [--owner USER] [--hostname NAME] [--ip ADDR[,ADDR]]...\n"
+          "[--os NAME:VERSION] [--group GROUP]\n"
+          "[--ram MiB] [--cpu N] [--disk [ID:]SIZE]...",
           "change a VM's record",
           "Change what an administrator keeps about a VM. An empty value clears a\n"
           "field: --owner '', --hostname '', --ip '', --os '', --group ''; --disk ''\n"
