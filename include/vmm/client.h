@@ -139,16 +139,56 @@ int vmm_call_end(VmmClient *c, VmmMessage *ret);
 int vmm_call(VmmClient *c, const char *method, const msgpack_object *params,
              VmmMessage *ret);
 
+/* Calls of part 2 that every client makes the same way (libvmm 0.3). Each is
+ * one synchronous call, as vmm_call(): it returns 0 with *ret holding the
+ * response (which may carry the daemon's error), or a negative errno.
+ * token: NULL on an attached connection (after auth, user.auth or resume)
+ * and on the admin socket; else a session token sent with the request, for
+ * a stateless client on TCP.
+ *
+ * vmm_whoami()       whoami: {"kind": "vm"|"user", "vm_id"?, "name"?, "role"?}
+ * vmm_user_auth()    user.auth: logs a person in and attaches this
+ *                    connection; {"name", "role", "token", "expires_at"}
+ * vmm_booking_get()  booking.get: {"booking": {...} | nil}; vm_id NULL for
+ *                    a VM session's own booking
+ * vmm_events_watch() events.watch: {"feed", "oldest"}, then "event"
+ *                    notifications (read them with vmm_client_read()); since
+ *                    NULL for live events only, else every kept feed event
+ *                    after *since first; types: n_types prefixes such as
+ *                    "booking." (NULL and 0 for all). */
+int vmm_whoami(VmmClient *c, const char *token, VmmMessage *ret);
+int vmm_user_auth(VmmClient *c, const char *name, const char *password, VmmMessage *ret);
+int vmm_booking_get(VmmClient *c, const char *vm_id, const char *token, VmmMessage *ret);
+int vmm_events_watch(VmmClient *c, const uint64_t *since, const char *const *types,
+                     size_t n_types, VmmMessage *ret);
+
 /* Packing helpers; each returns 0 or a negative errno. */
 int vmm_pack_str(msgpack_packer *pk, const char *s);
 int vmm_pack_strn(msgpack_packer *pk, const char *s, size_t n);
 int vmm_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
 int vmm_pack_kv_uint(msgpack_packer *pk, const char *key, uint64_t value);
 int vmm_pack_kv_bool(msgpack_packer *pk, const char *key, bool value);
+/* nil as the value (vm.set clears a field with it). */
+int vmm_pack_kv_nil(msgpack_packer *pk, const char *key);
+/* An array of n strings or unsigned integers (vm_ids, ip, disk sizes); a
+ * NULL among the strings is -EINVAL and nothing is packed. */
+int vmm_pack_kv_strv(msgpack_packer *pk, const char *key, const char *const *v, size_t n);
+int vmm_pack_kv_uintv(msgpack_packer *pk, const char *key, const uint64_t *v, size_t n);
 
 /* Inspecting results. vmm_object_get() returns the value of key in a map, or
  * NULL when o is not a map or has no such key. */
 const msgpack_object *vmm_object_get(const msgpack_object *o, const char *key);
+/* Missing (NULL) or nil: a record's key that is not set ("owner", "booking"). */
+bool vmm_object_is_nil(const msgpack_object *o);
+/* A string value equal to s. */
+bool vmm_object_streq(const msgpack_object *o, const char *s);
+/* A signed integer value (a time, which may lie before 1970); false if o is
+ * NULL, not an integer, or past INT64_MAX. */
+bool vmm_object_int(const msgpack_object *o, int64_t *ret);
+/* A number: a float, or an integer as a double (a load average). */
+bool vmm_object_double(const msgpack_object *o, double *ret);
+/* A boolean value ("connected"). */
+bool vmm_object_bool(const msgpack_object *o, bool *ret);
 /* A string value as a new NUL-terminated copy (NULL if not a string or no memory). */
 char *vmm_object_strdup(const msgpack_object *o);
 /* An unsigned integer value; false if o is NULL or not a non-negative integer. */

@@ -677,6 +677,37 @@ int vmm_pack_kv_bool(msgpack_packer *pk, const char *key, bool value) {
         return pack_result(value ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
 }
 
+int vmm_pack_kv_nil(msgpack_packer *pk, const char *key) {
+        if (vmm_pack_str(pk, key) < 0)
+                return -ENOMEM;
+        return pack_result(msgpack_pack_nil(pk));
+}
+
+int vmm_pack_kv_strv(msgpack_packer *pk, const char *key, const char *const *v, size_t n) {
+        if (n > UINT32_MAX || (n > 0 && !v))
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (!v[i])
+                        return -EINVAL;
+        if (vmm_pack_str(pk, key) < 0 || msgpack_pack_array(pk, (uint32_t) n))
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (vmm_pack_str(pk, v[i]) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+int vmm_pack_kv_uintv(msgpack_packer *pk, const char *key, const uint64_t *v, size_t n) {
+        if (n > UINT32_MAX || (n > 0 && !v))
+                return -EINVAL;
+        if (vmm_pack_str(pk, key) < 0 || msgpack_pack_array(pk, (uint32_t) n))
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (msgpack_pack_uint64(pk, v[i]))
+                        return -ENOMEM;
+        return 0;
+}
+
 const msgpack_object *vmm_object_get(const msgpack_object *o, const char *key) {
         if (!o || !key || o->type != MSGPACK_OBJECT_MAP)
                 return NULL;
@@ -688,6 +719,62 @@ const msgpack_object *vmm_object_get(const msgpack_object *o, const char *key) {
                         return &o->via.map.ptr[i].val;
         }
         return NULL;
+}
+
+bool vmm_object_is_nil(const msgpack_object *o) {
+        return !o || o->type == MSGPACK_OBJECT_NIL;
+}
+
+bool vmm_object_streq(const msgpack_object *o, const char *s) {
+        return o && s && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
+               memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+bool vmm_object_int(const msgpack_object *o, int64_t *ret) {
+        if (!o)
+                return false;
+        if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+                if (ret)
+                        *ret = o->via.i64;
+                return true;
+        }
+        if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > INT64_MAX)
+                return false;
+        if (ret)
+                *ret = (int64_t) o->via.u64;
+        return true;
+}
+
+bool vmm_object_double(const msgpack_object *o, double *ret) {
+        double d;
+
+        if (!o)
+                return false;
+        switch (o->type) {
+        case MSGPACK_OBJECT_FLOAT32:
+        case MSGPACK_OBJECT_FLOAT64:
+                d = o->via.f64;
+                break;
+        case MSGPACK_OBJECT_POSITIVE_INTEGER:
+                d = (double) o->via.u64;
+                break;
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+                d = (double) o->via.i64;
+                break;
+        default:
+                return false;
+        }
+        if (ret)
+                *ret = d;
+        return true;
+}
+
+bool vmm_object_bool(const msgpack_object *o, bool *ret) {
+        if (!o || o->type != MSGPACK_OBJECT_BOOLEAN)
+                return false;
+        if (ret)
+                *ret = o->via.boolean;
+        return true;
 }
 
 char *vmm_object_strdup(const msgpack_object *o) {
@@ -702,4 +789,80 @@ bool vmm_object_uint(const msgpack_object *o, uint64_t *ret) {
         if (ret)
                 *ret = o->via.u64;
         return true;
+}
+
+/* ---- calls of part 2 ---- */
+
+int vmm_whoami(VmmClient *c, const char *token, VmmMessage *ret) {
+        msgpack_packer *pk;
+        int r;
+
+        if (!token)
+                return vmm_call(c, VMM_M_WHOAMI, NULL, ret);
+        r = vmm_client_begin_map(c, VMM_M_WHOAMI, 1, &pk, NULL);
+        if (r < 0)
+                return r;
+        if (vmm_pack_kv_str(pk, "token", token) < 0) {
+                vmm_client_cancel(c);
+                return -ENOMEM;
+        }
+        return vmm_call_end(c, ret);
+}
+
+int vmm_user_auth(VmmClient *c, const char *name, const char *password, VmmMessage *ret) {
+        msgpack_packer *pk;
+        int r;
+
+        if (!name || !password)
+                return -EINVAL;
+        r = vmm_client_begin_map(c, VMM_M_USER_AUTH, 2, &pk, NULL);
+        if (r < 0)
+                return r;
+        if (vmm_pack_kv_str(pk, "name", name) < 0 ||
+            vmm_pack_kv_str(pk, "password", password) < 0) {
+                vmm_client_cancel(c);
+                return -ENOMEM;
+        }
+        return vmm_call_end(c, ret);
+}
+
+int vmm_booking_get(VmmClient *c, const char *vm_id, const char *token, VmmMessage *ret) {
+        msgpack_packer *pk;
+        uint32_t n = !!vm_id + !!token;
+        int r;
+
+        if (n == 0)
+                return vmm_call(c, VMM_M_BOOKING_GET, NULL, ret);
+        r = vmm_client_begin_map(c, VMM_M_BOOKING_GET, n, &pk, NULL);
+        if (r < 0)
+                return r;
+        if ((vm_id && vmm_pack_kv_str(pk, "vm_id", vm_id) < 0) ||
+            (token && vmm_pack_kv_str(pk, "token", token) < 0)) {
+                vmm_client_cancel(c);
+                return -ENOMEM;
+        }
+        return vmm_call_end(c, ret);
+}
+
+int vmm_events_watch(VmmClient *c, const uint64_t *since, const char *const *types,
+                     size_t n_types, VmmMessage *ret) {
+        msgpack_packer *pk;
+        uint32_t n = !!since + (n_types > 0);
+        int r;
+
+        if (n_types > 0 && !types)
+                return -EINVAL;
+        if (n == 0)
+                return vmm_call(c, VMM_M_EVENTS_WATCH, NULL, ret);
+        r = vmm_client_begin_map(c, VMM_M_EVENTS_WATCH, n, &pk, NULL);
+        if (r < 0)
+                return r;
+        r = since ? vmm_pack_kv_uint(pk, "since", *since) : 0;
+        if (r >= 0 && n_types > 0)
+                r = vmm_pack_kv_strv(pk, "types", types, n_types);
+        if (r < 0) {
+                vmm_client_cancel(c);
+                return r;
+        }
+        return vmm_call_end(c, ret);
 }

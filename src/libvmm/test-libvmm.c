@@ -288,6 +288,84 @@ static void scenario_ping(const char *addr) {
         vmm_client_free(c);
 }
 
+/* Part 2's calls and helpers: the server checks each request's exact
+ * params and answers with values for the inspecting helpers. */
+static void scenario_part2(const char *addr) {
+        static const char token[] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        VmmClient *c = connect_or_die(addr, 10000);
+        VmmMessage m;
+        int64_t i;
+        double d;
+        bool b;
+
+        CHECK_EQ_INT(vmm_whoami(c, NULL, &m), 0);
+        CHECK(vmm_object_streq(vmm_object_get(&m.result, "kind"), "user"));
+        CHECK(!vmm_object_streq(vmm_object_get(&m.result, "kind"), "use"));
+        CHECK(!vmm_object_streq(vmm_object_get(&m.result, "nope"), "user"));
+        CHECK(vmm_object_is_nil(vmm_object_get(&m.result, "vm_id")));      /* missing */
+        CHECK(vmm_object_is_nil(vmm_object_get(&m.result, "owner")));      /* nil */
+        CHECK(!vmm_object_is_nil(vmm_object_get(&m.result, "kind")));
+        CHECK(vmm_object_int(vmm_object_get(&m.result, "before"), &i) && i == -1500);
+        CHECK(vmm_object_int(vmm_object_get(&m.result, "after"), &i) && i == 1763800000000);
+        CHECK(!vmm_object_int(vmm_object_get(&m.result, "huge"), &i));     /* 2^64-1 */
+        CHECK(!vmm_object_int(vmm_object_get(&m.result, "kind"), &i));
+        CHECK(vmm_object_double(vmm_object_get(&m.result, "load"), &d) && d == 0.25);
+        CHECK(vmm_object_double(vmm_object_get(&m.result, "after"), &d) && d == 1763800000000.0);
+        CHECK(vmm_object_double(vmm_object_get(&m.result, "before"), &d) && d == -1500.0);
+        CHECK(!vmm_object_double(vmm_object_get(&m.result, "kind"), &d));
+        CHECK(vmm_object_bool(vmm_object_get(&m.result, "yes"), &b) && b);
+        CHECK(!vmm_object_bool(vmm_object_get(&m.result, "after"), &b));
+        vmm_message_release(&m);
+
+        CHECK_EQ_INT(vmm_whoami(c, token, &m), 0);
+        CHECK(vmm_object_streq(vmm_object_get(&m.result, "kind"), "vm"));
+        vmm_message_release(&m);
+
+        CHECK_EQ_INT(vmm_user_auth(c, "alice@example.org", "secret-pw", &m), 0);
+        CHECK_EQ_INT(m.error, VMM_E_UNAUTHENTICATED);
+        vmm_message_release(&m);
+        CHECK_EQ_INT(vmm_user_auth(c, NULL, "x", &m), -EINVAL);
+
+        CHECK_EQ_INT(vmm_booking_get(c, "vm1", NULL, &m), 0);
+        const msgpack_object *bk = vmm_object_get(&m.result, "booking");
+        CHECK(vmm_object_streq(vmm_object_get(bk, "user"), "alice"));
+        vmm_message_release(&m);
+        CHECK_EQ_INT(vmm_booking_get(c, NULL, token, &m), 0);
+        CHECK(vmm_object_is_nil(vmm_object_get(&m.result, "booking")));
+        vmm_message_release(&m);
+        CHECK_EQ_INT(vmm_booking_get(c, NULL, NULL, &m), 0);
+        vmm_message_release(&m);
+
+        static const char *const types[] = { "booking.", "group." };
+        uint64_t since = 41;
+        CHECK_EQ_INT(vmm_events_watch(c, NULL, NULL, 0, &m), 0);
+        vmm_message_release(&m);
+        CHECK_EQ_INT(vmm_events_watch(c, &since, types, 2, &m), 0);
+        CHECK(vmm_object_int(vmm_object_get(&m.result, "feed"), &i) && i == 50);
+        vmm_message_release(&m);
+        CHECK_EQ_INT(vmm_events_watch(c, NULL, NULL, 1, &m), -EINVAL);
+        CHECK_EQ_INT(vmm_client_read(c, &m), 0);
+        CHECK_EQ_INT(m.type, VMM_MESSAGE_NOTIFICATION);
+        CHECK_STR(m.method, "event");
+        vmm_message_release(&m);
+
+        /* the packing helpers, echoed back */
+        static const char *const ids[] = { "vm1", "vm2" };
+        static const char *const holes[] = { "vm1", NULL };
+        static const uint64_t sizes[] = { 10, 1ull << 40 };
+        msgpack_packer *pk;
+        CHECK_EQ_INT(vmm_client_begin_map(c, "echo", 4, &pk, NULL), 0);
+        CHECK_EQ_INT(vmm_pack_kv_nil(pk, "owner"), 0);
+        CHECK_EQ_INT(vmm_pack_kv_strv(pk, "vm_ids", ids, 2), 0);
+        CHECK_EQ_INT(vmm_pack_kv_strv(pk, "bad", holes, 2), -EINVAL);     /* nothing packed */
+        CHECK_EQ_INT(vmm_pack_kv_uintv(pk, "disks", sizes, 2), 0);
+        CHECK_EQ_INT(vmm_pack_kv_strv(pk, "none", NULL, 0), 0);
+        CHECK_EQ_INT(vmm_call_end(c, &m), 0);
+        CHECK_EQ_INT(m.error, VMM_OK);
+        vmm_message_release(&m);
+        vmm_client_free(c);
+}
+
 /* No server needed: address parsing and connect errors. */
 static void scenario_addresses(const char *unused) {
         static const struct {
@@ -336,6 +414,7 @@ int main(int argc, char **argv) {
                 { "fd", scenario_fd },
                 { "ping", scenario_ping },
                 { "addresses", scenario_addresses },
+                { "part2", scenario_part2 },
         };
         if (argc != 3) {
                 fprintf(stderr, "usage: test-libvmm SCENARIO ADDRESS\n");

@@ -178,6 +178,50 @@ def srv_ping(conn):
     time.sleep(0.2)
 
 
+def srv_part2(conn):
+    token = 'A' * 43
+    u = msgpack.Unpacker(raw=False)
+    want = [
+        ('whoami', []),
+        ('whoami', [{'token': token}]),
+        ('user.auth', [{'name': 'alice@example.org', 'password': 'secret-pw'}]),
+        ('booking.get', [{'vm_id': 'vm1'}]),
+        ('booking.get', [{'token': token}]),
+        ('booking.get', []),
+        ('events.watch', []),
+        ('events.watch', [{'since': 41, 'types': ['booking.', 'group.']}]),
+    ]
+    answers = [
+        {'kind': 'user', 'name': 'root', 'role': 'admin', 'owner': None, 'before': -1500,
+         'after': 1763800000000, 'huge': 2**64 - 1, 'load': 0.25, 'yes': True},
+        {'kind': 'vm', 'vm_id': 'vm1'},
+        None,
+        {'booking': {'user': 'alice', 'started_at': 1, 'expires_at': 2}},
+        {'booking': None},
+        {'booking': None},
+        {'feed': 0, 'oldest': None},
+        {'feed': 50, 'oldest': 1},
+    ]
+    for i, (method, params) in enumerate(want):
+        [req] = recv_requests(conn, u, 1)
+        check_request(req, i + 1, method)
+        assert req[3] == params, (req, params)
+        if answers[i] is None:
+            conn.sendall(response(i + 1, None, {'code': 'unauthenticated',
+                                                'message': 'unknown name or wrong password'}))
+        else:
+            out = response(i + 1, answers[i])
+            if method == 'events.watch' and params:
+                out += pack([2, 'event', [{'seq': 1, 'feed': 42, 'type': 'booking.created'}]])
+            conn.sendall(out)
+    [echo] = recv_requests(conn, u, 1)
+    check_request(echo, len(want) + 1, 'echo')
+    assert echo[3] == [{'owner': None, 'vm_ids': ['vm1', 'vm2'], 'disks': [10, 2**40],
+                        'none': []}], echo
+    conn.sendall(response(echo[1], {}))
+    time.sleep(0.2)
+
+
 def run_scenario(binary, name, server, family='tcp4'):
     """Starts a one-connection server and runs the C side against it."""
     tmpdir = None
@@ -271,6 +315,7 @@ def main():
     run_scenario(binary, 'pipeline', srv_pipeline)
     run_scenario(binary, 'fd', srv_fd, family='unix')
     run_scenario(binary, 'ping', srv_ping, family='tcp6')
+    run_scenario(binary, 'part2', srv_part2)
 
     p = subprocess.run([binary, 'addresses', '-'], capture_output=True, timeout=60)
     if p.returncode != 0:

@@ -30,9 +30,10 @@ GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'gol
 UPDATE_GOLDEN = os.environ.get('VMADM_UPDATE_GOLDEN') == '1'
 TIME_RE = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?= UTC)')
 TIME_PLACEHOLDER = 'YYYY-MM-DD hh:mm:ss'     # as wide as a time, so columns stay put
-COMMANDS = ('status', 'list', 'show', 'disks', 'create', 'delete', 'passwd', 'sessions',
-            'revoke', 'clients', 'kick', 'watch', 'backup', 'shutdown', 'reload', 'stats', 'console',
-            'help')
+COMMANDS = ('status', 'list', 'show', 'disks', 'create', 'delete', 'passwd', 'set', 'approve',
+            'suspend', 'monitor', 'sessions', 'revoke', 'clients', 'kick', 'whoami', 'user',
+            'group', 'book', 'renew', 'cancel', 'bookings', 'history', 'os', 'request', 'watch',
+            'backup', 'shutdown', 'reload', 'stats', 'console', 'help')
 
 
 def vmadm_bin():
@@ -338,7 +339,7 @@ def test_sessions_and_revoke(daemon):
     assert len(sess) == 2 and all(s['vm_id'] == 'vm1' and s['connected'] for s in sess)
     assert all(s['id'] not in (a.token, b.token) for s in sess)
     header, rows = table(vmadm(daemon, 'sessions').out)
-    assert header == ['ID', 'VM', 'CREATED', 'EXPIRES', 'CONNECTED']
+    assert header == ['ID', 'VM', 'USER', 'CREATED', 'EXPIRES', 'CONNECTED']
     assert sorted(r[0] for r in rows) == sorted(s['id'] for s in sess)
     # paging merges every page
     assert vmadm_json(daemon, 'sessions', '--limit', '1') == {'sessions': sess}
@@ -487,11 +488,12 @@ def test_watch_human(daemon):
     try:
         vmadm(daemon, 'create', 'vm-h')
         line = lines.get(5)
-        assert re.match(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC vm\.created vm_id=vm-h$', line), \
-            line
+        # the position in the durable feed comes last
+        assert re.match(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC vm\.created vm_id=vm-h '
+                        r'feed=\d+$', line), line
         vmadm(daemon, 'delete', 'vm-h')
         line = lines.get(5)
-        assert re.match(r'^\S+ \S+ UTC vm\.deleted vm_id=vm-h$', line), line
+        assert re.match(r'^\S+ \S+ UTC vm\.deleted vm_id=vm-h feed=\d+$', line), line
     finally:
         stop_watch(proc)
 
@@ -954,8 +956,9 @@ def test_bash_completion_vmadm_and_vmmd(daemon):
     bindir = os.path.dirname(vmadm_bin())
     env = {'VMADM_SOCKET': daemon.admin_socket}
     assert bash_complete('vmadm', 'vmadm ', env, [bindir]) == sorted(COMMANDS)
-    assert bash_complete('vmadm', 'vmadm s', env, [bindir]) == ['sessions', 'show', 'shutdown',
-                                                               'stats', 'status']
+    assert bash_complete('vmadm', 'vmadm s', env, [bindir]) == ['sessions', 'set', 'show',
+                                                               'shutdown', 'stats', 'status',
+                                                               'suspend']
     assert bash_complete('vmadm', 'vmadm --js', env, [bindir]) == ['--json']
     assert bash_complete('vmadm', 'vmadm list ', env, [bindir]) == ['all', 'authorized',
                                                                    'connected']
@@ -1002,7 +1005,7 @@ def page_matches_help(page, help_text):
     """(commands, options) of --help missing from the page, and the page's
     commands and options --help lacks."""
     from test_docs import section, tags
-    commands = re.findall(r'^  ([a-z]+) ', help_text.split('Commands:')[1], re.M)
+    commands = re.findall(r'^  ([a-z][a-z-]*) ', help_text.split('Commands:')[1], re.M)
     options = re.findall(r'--([a-z][a-z-]*)', help_text.split('Commands:')[0])
     page_cmds = {t.split()[0] for t in tags(section(page, 'COMMANDS')) if t.split()}
     page_opts = set()

@@ -765,7 +765,7 @@ def test_bash_completion():
         assert lines[0] == 'complete -F _vmclient vmclient', lines
         return sorted(l for l in lines[1:] if l)
 
-    helped = re.findall(r'^  ([a-z]+) ', run(None, '--help', check=0).out, re.M)
+    helped = re.findall(r'^  ([a-z][a-z-]*) ', run(None, '--help', check=0).out, re.M)
     assert complete('vmclient ') == sorted(helped) and 'shell' in helped
     assert complete('vmclient re') == ['register']
     assert complete('vmclient list ') == ['all', 'authorized', 'connected']

@@ -112,6 +112,37 @@ void fmt_duration(uint64_t ms, char *buf, size_t n) {
                 (void) snprintf(buf, n, "%" PRIu64 "s", s);
 }
 
+void fmt_left(int64_t expires_ms, int64_t now_ms, char *buf, size_t n) {
+        /* whole seconds, rounded up: a booking of 2 hours shows 2h 0m at once */
+        uint64_t s = expires_ms > now_ms ? ((uint64_t) (expires_ms - now_ms) + 999) / 1000 : 0;
+        uint64_t d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60;
+
+        if (d > 0)
+                (void) snprintf(buf, n, "%" PRIu64 "d %" PRIu64 "h left", d, h);
+        else if (h > 0)
+                (void) snprintf(buf, n, "%" PRIu64 "h %" PRIu64 "m left", h, m);
+        else if (m > 0)
+                (void) snprintf(buf, n, "%" PRIu64 "m %" PRIu64 "s left", m, s % 60);
+        else
+                (void) snprintf(buf, n, "%" PRIu64 "s left", s);
+}
+
+void fmt_left_obj(const msgpack_object *expires, int64_t now_ms, char *buf, size_t n) {
+        int64_t t;
+
+        if (!vmm_object_int(expires, &t))
+                (void) snprintf(buf, n, "-");
+        else
+                fmt_left(t, now_ms, buf, n);
+}
+
+int64_t output_now_ms(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
         if (!o || o->type == MSGPACK_OBJECT_NIL)
                 (void) snprintf(buf, n, "-");
@@ -123,6 +154,8 @@ void fmt_scalar(const msgpack_object *o, char *buf, size_t n) {
                 (void) snprintf(buf, n, "%" PRId64, o->via.i64);
         else if (o->type == MSGPACK_OBJECT_BOOLEAN)
                 (void) snprintf(buf, n, "%s", o->via.boolean ? "yes" : "no");
+        else if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+                (void) snprintf(buf, n, "%.2f", o->via.f64);
         else
                 (void) snprintf(buf, n, "?");
 }
@@ -160,6 +193,59 @@ char *fmt_disks(const msgpack_object *disks) {
         return text;
 }
 
+char *fmt_list(const msgpack_object *list, const char *unit) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        uint32_t n = list && list->type == MSGPACK_OBJECT_ARRAY ? list->via.array.size : 0;
+
+        if (!f)
+                return NULL;
+        for (uint32_t i = 0; i < n; i++) {
+                char item[512];
+                if (unit)
+                        fmt_size(&list->via.array.ptr[i], unit, item, sizeof(item));
+                else
+                        fmt_scalar(&list->via.array.ptr[i], item, sizeof(item));
+                fprintf(f, "%s%s", i > 0 ? ", " : "", item);
+        }
+        if (n == 0)
+                fputs("-", f);
+        if (fclose(f) != 0) {
+                free(text);
+                return NULL;
+        }
+        return text;
+}
+
+void fmt_booking(const msgpack_object *booking, int64_t now_ms, char *buf, size_t n) {
+        char user[256], until[64], left[64];
+
+        if (!booking || booking->type != MSGPACK_OBJECT_MAP) {
+                (void) snprintf(buf, n, "-");
+                return;
+        }
+        fmt_scalar(vmm_object_get(booking, "user"), user, sizeof(user));
+        fmt_time(vmm_object_get(booking, "expires_at"), until, sizeof(until));
+        fmt_left_obj(vmm_object_get(booking, "expires_at"), now_ms, left, sizeof(left));
+        (void) snprintf(buf, n, "%s until %s (%s)", user, until, left);
+}
+
+void fmt_os(const msgpack_object *os, char *buf, size_t n) {
+        char name[256], version[256];
+
+        if (!os || os->type != MSGPACK_OBJECT_MAP) {
+                (void) snprintf(buf, n, "-");
+                return;
+        }
+        fmt_scalar(vmm_object_get(os, "name"), name, sizeof(name));
+        fmt_scalar(vmm_object_get(os, "version"), version, sizeof(version));
+        if (vmm_object_streq(vmm_object_get(os, "version"), ""))
+                (void) snprintf(buf, n, "%s", name);
+        else
+                (void) snprintf(buf, n, "%s %s", name, version);
+}
+
 int strv_push_keys(char ***v, size_t *n, const msgpack_object *list, const char *key) {
         for (uint32_t i = 0; list && list->type == MSGPACK_OBJECT_ARRAY && i < list->via.array.size;
              i++) {
@@ -186,6 +272,11 @@ void print_vm(FILE *f, const msgpack_object *vm) {
                 "vm_id", "ram", "cpu", "disks", "registered_at", "updated_at",
                 "last_seen_at", "connected", "authorized",
         };
+        /* part 2: printed when the record has them */
+        static const char *const more[] = {
+                "hostname", "ip", "os", "owner", "group", "access", "status", "booking",
+        };
+        int64_t now = output_now_ms();
 
         for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
                 const msgpack_object *v = vmm_object_get(vm, fields[i]);
@@ -203,24 +294,59 @@ void print_vm(FILE *f, const msgpack_object *vm) {
                         fmt_scalar(v, buf, sizeof(buf));
                 print_field(f, 0, fields[i], text ? text : "?");
         }
+        for (size_t i = 0; i < ELEMENTSOF(more); i++) {
+                const msgpack_object *v = vmm_object_get(vm, more[i]);
+                _cleanup_free_ char *list = NULL;
+                char buf[1024];
+                const char *text = buf;
+
+                if (!v)
+                        continue;
+                if (strcmp(more[i], "ip") == 0)
+                        text = list = fmt_list(v, NULL);
+                else if (strcmp(more[i], "os") == 0)
+                        fmt_os(v, buf, sizeof(buf));
+                else if (strcmp(more[i], "booking") == 0)
+                        fmt_booking(v, now, buf, sizeof(buf));
+                else
+                        fmt_scalar(v, buf, sizeof(buf));
+                print_field(f, 0, more[i], text ? text : "?");
+        }
+}
+
+/* The value under key, where "a.b" is key b of the map under key a. */
+static const msgpack_object *lookup_path(const msgpack_object *o, const char *key) {
+        const char *dot = strchr(key, '.');
+        char head[64];
+
+        if (!dot)
+                return vmm_object_get(o, key);
+        if ((size_t) (dot - key) >= sizeof(head))
+                return NULL;
+        memcpy(head, key, (size_t) (dot - key));
+        head[dot - key] = '\0';
+        return lookup_path(vmm_object_get(o, head), dot + 1);
 }
 
 int print_items(FILE *f, const Column *cols, size_t n_cols, const msgpack_object *const *items,
                 size_t n, bool bold, const char *empty_note) {
         _cleanup_free_ const char **row = calloc(MAX(n_cols, (size_t) 1), sizeof(char *));
         _cleanup_free_ char *cells = calloc(MAX(n_cols, (size_t) 1), CELL_MAX);
+        _cleanup_free_ char **lists = calloc(MAX(n_cols, (size_t) 1), sizeof(char *));
         Table t = { .n_cols = n_cols };
+        int64_t now = output_now_ms();
         int r;
 
-        if (!row || !cells)
+        if (!row || !cells || !lists)
                 return -ENOMEM;
         for (size_t c = 0; c < n_cols; c++)
                 row[c] = cols[c].header;
         r = table_add_row(&t, row);
         for (size_t i = 0; r >= 0 && i < n; i++) {
                 _cleanup_free_ char *disks = NULL;
+                memset(lists, 0, MAX(n_cols, (size_t) 1) * sizeof(char *));
                 for (size_t c = 0; c < n_cols; c++) {
-                        const msgpack_object *v = vmm_object_get(items[i], cols[c].key);
+                        const msgpack_object *v = lookup_path(items[i], cols[c].key);
                         char *cell = cells + c * CELL_MAX;
                         row[c] = cell;
                         switch (cols[c].kind) {
@@ -238,12 +364,23 @@ int print_items(FILE *f, const Column *cols, size_t n_cols, const msgpack_object
                                 disks = fmt_disks(v);
                                 row[c] = disks ? disks : "?";
                                 break;
+                        case COLUMN_LIST:
+                        case COLUMN_GIB_LIST:
+                                lists[c] = fmt_list(v, cols[c].kind == COLUMN_GIB_LIST ? "GiB"
+                                                                                       : NULL);
+                                row[c] = lists[c] ? lists[c] : "?";
+                                break;
+                        case COLUMN_LEFT:
+                                fmt_left_obj(v, now, cell, CELL_MAX);
+                                break;
                         default:
                                 fmt_scalar(v, cell, CELL_MAX);
                                 break;
                         }
                 }
                 r = table_add_row(&t, row);
+                for (size_t c = 0; c < n_cols; c++)
+                        free(lists[c]);
         }
         if (r >= 0) {
                 if (n == 0 && empty_note)

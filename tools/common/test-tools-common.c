@@ -16,6 +16,7 @@
 #include "tools/common/escape.h"
 #include "tools/common/json.h"
 #include "tools/common/output.h"
+#include "vmm/client.h"
 
 static char *esc(const char *s, unsigned flags) {
         char *r = text_escape(s, strlen(s), flags);
@@ -135,6 +136,76 @@ static void test_formats(void **state) {
         assert_string_equal(buf, "a\\x1b[2J");
         fmt_duration(90061000, buf, sizeof(buf));
         assert_string_equal(buf, "1d 1h 1m 1s");
+
+        /* time left: the two largest units */
+        int64_t now = 1763800000000;
+        fmt_left(now + (2 * 3600 + 14 * 60 + 59) * 1000, now, buf, sizeof(buf));
+        assert_string_equal(buf, "2h 14m left");
+        fmt_left(now + 2 * 3600 * 1000 - 10, now, buf, sizeof(buf));    /* rounded up */
+        assert_string_equal(buf, "2h 0m left");
+        fmt_left(now + (3 * 86400 + 5 * 3600 + 7) * 1000, now, buf, sizeof(buf));
+        assert_string_equal(buf, "3d 5h left");
+        fmt_left(now + 845000, now, buf, sizeof(buf));
+        assert_string_equal(buf, "14m 5s left");
+        fmt_left(now + 42000, now, buf, sizeof(buf));
+        assert_string_equal(buf, "42s left");
+        fmt_left(now - 5000, now, buf, sizeof(buf));
+        assert_string_equal(buf, "0s left");
+        fmt_left_obj(&nil, now, buf, sizeof(buf));
+        assert_string_equal(buf, "-");
+}
+
+static void test_lists_and_bookings(void **state) {
+        msgpack_zone z;
+        msgpack_object o;
+        char buf[256];
+        char *text;
+
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        static const char *const ips[] = { "10.0.0.5", "fd00::5" };
+        static const uint64_t sizes[] = { 10, 20 };
+        size_t off = 0;
+
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        assert_int_equal(msgpack_pack_map(&pk, 6), 0);
+        assert_int_equal(vmm_pack_kv_strv(&pk, "ips", ips, 2), 0);
+        assert_int_equal(vmm_pack_kv_uintv(&pk, "sizes", sizes, 2), 0);
+        assert_int_equal(vmm_pack_kv_strv(&pk, "none", NULL, 0), 0);
+        assert_int_equal(vmm_pack_str(&pk, "booking"), 0);
+        assert_int_equal(msgpack_pack_map(&pk, 2), 0);
+        assert_int_equal(vmm_pack_kv_str(&pk, "user", "al\x1bice"), 0);
+        assert_int_equal(vmm_pack_kv_uint(&pk, "expires_at", 1763800845000), 0);
+        assert_int_equal(vmm_pack_str(&pk, "os"), 0);
+        assert_int_equal(msgpack_pack_map(&pk, 2), 0);
+        assert_int_equal(vmm_pack_kv_str(&pk, "name", "Debian"), 0);
+        assert_int_equal(vmm_pack_kv_str(&pk, "version", "12"), 0);
+        assert_int_equal(vmm_pack_str(&pk, "os2"), 0);
+        assert_int_equal(msgpack_pack_map(&pk, 2), 0);
+        assert_int_equal(vmm_pack_kv_str(&pk, "name", "Arch"), 0);
+        assert_int_equal(vmm_pack_kv_str(&pk, "version", ""), 0);
+        msgpack_zone_init(&z, 1024);
+        assert_int_equal(msgpack_unpack(sb.data, sb.size, &off, &z, &o), MSGPACK_UNPACK_SUCCESS);
+        text = fmt_list(vmm_object_get(&o, "ips"), NULL);
+        assert_string_equal(text, "10.0.0.5, fd00::5");
+        free(text);
+        text = fmt_list(vmm_object_get(&o, "sizes"), "GiB");
+        assert_string_equal(text, "10 GiB, 20 GiB");
+        free(text);
+        text = fmt_list(vmm_object_get(&o, "none"), NULL);
+        assert_string_equal(text, "-");
+        free(text);
+        fmt_booking(vmm_object_get(&o, "booking"), 1763800000000, buf, sizeof(buf));
+        assert_string_equal(buf, "al\\x1bice until 2025-11-22 08:40:45 UTC (14m 5s left)");
+        fmt_booking(NULL, 0, buf, sizeof(buf));
+        assert_string_equal(buf, "-");
+        fmt_os(vmm_object_get(&o, "os"), buf, sizeof(buf));
+        assert_string_equal(buf, "Debian 12");
+        fmt_os(vmm_object_get(&o, "os2"), buf, sizeof(buf));
+        assert_string_equal(buf, "Arch");
+        msgpack_zone_destroy(&z);
+        msgpack_sbuffer_destroy(&sb);
 }
 
 static void test_error_texts(void **state) {
@@ -162,6 +233,7 @@ int main(void) {
                 cmocka_unit_test(test_escape_buf_cuts_at_whole_escape),
                 cmocka_unit_test(test_json_escapes),
                 cmocka_unit_test(test_formats),
+                cmocka_unit_test(test_lists_and_bookings),
                 cmocka_unit_test(test_error_texts),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

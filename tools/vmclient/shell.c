@@ -49,13 +49,16 @@ static const char shell_help[] =
         "  GET_VM\n"
         "  LIST_CONNECTED | LIST_AUTHORIZED | LIST_ALL | LIST_DISKS\n"
         "  PASSWD <current> <new>\n"
+        "  WHOAMI                              (who the session is)\n"
+        "  BOOKING [vm_id]                     (the VM's booking)\n"
         "  LOGOUT\n"
         "  HELP\n"
         "  EXIT\n";
 
 static const char *const shell_words[] = {
         "PING", "REGISTER", "AUTH", "ADD_VM", "UPDATE_VM", "GET_VM", "LIST_CONNECTED",
-        "LIST_AUTHORIZED", "LIST_ALL", "LIST_DISKS", "PASSWD", "LOGOUT", "HELP", "EXIT",
+        "LIST_AUTHORIZED", "LIST_ALL", "LIST_DISKS", "PASSWD", "WHOAMI", "BOOKING", "LOGOUT",
+        "HELP", "EXIT",
 };
 
 static char *mfree_str(char *s) {
@@ -353,6 +356,14 @@ static bool shell_line(Shell *sh, char *line, LineEditor *le) {
                 if (shell_password_copy(sh, &p.password, args[0]) &&
                     shell_password_copy(sh, &p.new_password, args[1]))
                         shell_call(sh, VMM_M_PASSWD, &p, human_passwd);
+        } else if (strcasecmp(cmd, "WHOAMI") == 0) {
+                if (shell_arity(sh, "WHOAMI", nargs, 0, 0, ""))
+                        shell_call(sh, VMM_M_WHOAMI, &p, human_whoami);
+        } else if (strcasecmp(cmd, "BOOKING") == 0) {
+                if (!shell_arity(sh, "BOOKING", nargs, 0, 1, "[vm_id]"))
+                        return true;
+                p.vm_id = nargs == 1 ? args[0] : NULL;
+                shell_call(sh, VMM_M_BOOKING_GET, &p, human_booking);
         } else if (strcasecmp(cmd, "LOGOUT") == 0) {
                 if (shell_arity(sh, "LOGOUT", nargs, 0, 0, ""))
                         shell_call(sh, VMM_M_LOGOUT, &p, human_logout);

@@ -302,10 +302,28 @@ int report_exchange_failed(const Reporter *rep, int r) {
 /* What the daemon says, in terms of what a person types. */
 static const ErrorText oneshot_texts[] = {
         { "unauthenticated", "not logged in",
-          "log in first: export VMCLIENT_TOKEN=$(vmclient auth VM_ID), or pass --token TOKEN" },
+          "log in first: export VMCLIENT_TOKEN=$(vmclient auth VM_ID) (a person: "
+          "vmclient user-login NAME), or pass --token TOKEN" },
+        { "unauthenticated", "^log in first",
+          "log in first: export VMCLIENT_TOKEN=$(vmclient auth VM_ID) (a person: "
+          "vmclient user-login NAME), or pass --token TOKEN" },
+        { "forbidden", "is not for VM sessions",
+          "a VM's session cannot do that; log in as a person (vmclient user-login NAME)" },
+        { "forbidden", "is only for VM sessions",
+          "only a VM's own session can do that (vmclient auth VM_ID)" },
+        { "forbidden", "a VM sees only its own booking",
+          "a VM's session sees only its own booking: leave out the VM" },
+        { "bad_request", "missing field 'vm_id'",
+          "this is for a VM's own session (vmclient auth VM_ID); a person's session sees VMs "
+          "with vmclient list" },
+        { "bad_request", "^name: ",
+          "a user name is 1 to 64 letters, digits, '.', '_', '@', '+' or '-', starting with "
+          "a letter or digit" },
         { "unauthenticated", "token is not valid",
           "the session token is no longer valid (it expired, was revoked, or logged out): "
-          "log in again with vmclient auth VM_ID" },
+          "log in again with vmclient auth VM_ID (a person: vmclient user-login NAME)" },
+        { "unauthenticated", "unknown name or wrong password",
+          "the name or the password is wrong" },
         { "unauthenticated", "wrong password",
           "the current password is wrong" },
         { "bad_request", "^token: ",
@@ -324,14 +342,20 @@ static const ErrorText oneshot_texts[] = {
 static const ErrorText shell_texts[] = {
         { "unauthenticated", "not logged in",
           "log in first: AUTH VM_ID PASSWORD" },
+        { "unauthenticated", "^log in first",
+          "log in first: AUTH VM_ID PASSWORD" },
         { "bad_request", "^token: ",
           "the session token given with --token or VMCLIENT_TOKEN is not one that "
           "'vmclient auth VM_ID' prints (43 characters): log in with AUTH VM_ID PASSWORD" },
         { "unauthenticated", "token is not valid",
           "the session has ended (it expired, was revoked, or logged out): log in again with "
           "AUTH VM_ID PASSWORD" },
+        { "unauthenticated", "unknown name or wrong password",
+          "the name or the password is wrong" },
         { "unauthenticated", "wrong password",
           "the current password is wrong" },
+        { "forbidden", "a VM sees only its own booking",
+          "a VM's session sees only its own booking: BOOKING without a VM id" },
         { "exists", "already described",
           "this VM is already described: change it with UPDATE_VM RAM CPU [DISK...]" },
         { "not_found", "never described",
@@ -716,8 +740,9 @@ static int parse_command(const Command *cmd, unsigned takes, int argc, char **ar
                 ret->p.token = session_token();
                 if (!ret->p.token)
                         return usage_error("%s needs you to log in first: "
-                                           "export VMCLIENT_TOKEN=$(vmclient auth VM_ID), or "
-                                           "pass --token TOKEN", cmd->name);
+                                           "export VMCLIENT_TOKEN=$(vmclient auth VM_ID) (a "
+                                           "person: vmclient user-login NAME), or pass "
+                                           "--token TOKEN", cmd->name);
                 if (!token_looks_right(ret->p.token))
                         return usage_error("%s: a session token is the %d characters that "
                                            "'vmclient auth VM_ID' prints (letters, digits, '-' "
@@ -906,6 +931,124 @@ static int cmd_logout(const Command *cmd, int argc, char **argv) {
         return run_simple(VMM_M_LOGOUT, &a.p, human_logout);
 }
 
+/* One call made with a libvmm function: says what went wrong, else prints
+ * the result as JSON or with human(). */
+static int finish_call(const Reporter *rep, int r, const VmmMessage *m,
+                       void (*human)(const msgpack_object *result)) {
+        if (r < 0)
+                return report_exchange_failed(rep, r);
+        if (m->error != VMM_OK)
+                return report_reply_error(rep, m, false);
+        if (arg_json)
+                print_json(&m->result);
+        else
+                human(&m->result);
+        return 0;
+}
+
+void human_whoami(const msgpack_object *o) {
+        static const char *const keys[] = { "kind", "vm_id", "name", "role" };
+        char buf[256];
+
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const msgpack_object *v = vmm_object_get(o, keys[i]);
+                if (!v)
+                        continue;
+                fmt_scalar(v, buf, sizeof(buf));
+                print_field(stdout, 0, keys[i], buf);
+        }
+}
+
+static int cmd_whoami(const Command *cmd, int argc, char **argv) {
+        _cleanup_(parsed_done) Parsed a = { 0 };
+        _cleanup_client_ VmmClient *c = NULL;
+        _cleanup_message_ VmmMessage m = { 0 };
+        const Reporter *rep = oneshot_reporter();
+        int r = parse_command(cmd, 0, argc, argv, &a);
+        if (r < 0)
+                r = want_args(cmd, &a, 0, 0);
+        if (r >= 0)
+                return r;
+        r = client_open(rep, &c);
+        if (r != 0)
+                return r;
+        return finish_call(rep, vmm_whoami(c, a.p.token, &m), &m, human_whoami);
+}
+
+/* The daemon's clock, for the time left (the VM's own may be off); 0: ours
+ * (the shell). */
+static int64_t booking_now = 0;
+
+void human_booking(const msgpack_object *o) {
+        const msgpack_object *b = vmm_object_get(o, "booking");
+        char vm[256], user[256], until[64], left[64];
+
+        if (vmm_object_is_nil(b)) {
+                puts("not booked");
+                return;
+        }
+        fmt_scalar(vmm_object_get(b, "vm_id"), vm, sizeof(vm));
+        fmt_scalar(vmm_object_get(b, "user"), user, sizeof(user));
+        fmt_time(vmm_object_get(b, "expires_at"), until, sizeof(until));
+        fmt_left_obj(vmm_object_get(b, "expires_at"), booking_now ? booking_now : output_now_ms(),
+                     left, sizeof(left));
+        printf("VM %s is booked by %s until %s (%s)\n", vm, user, until, left);
+}
+
+static int cmd_booking(const Command *cmd, int argc, char **argv) {
+        _cleanup_(parsed_done) Parsed a = { 0 };
+        _cleanup_client_ VmmClient *c = NULL;
+        _cleanup_message_ VmmMessage m = { 0 };
+        const Reporter *rep = oneshot_reporter();
+        int r = parse_command(cmd, 0, argc, argv, &a);
+        if (r < 0)
+                r = want_args(cmd, &a, 0, 1);
+        if (r >= 0)
+                return r;
+        r = client_open(rep, &c);
+        if (r != 0)
+                return r;
+        booking_now = output_now_ms();
+        if (!arg_json) {
+                /* "left" by the daemon's clock, which is the one that ends bookings */
+                VmmMessage pong = { 0 };
+                int64_t t;
+                r = vmm_call(c, VMM_M_PING, NULL, &pong);
+                if (r >= 0 && pong.error == VMM_OK &&
+                    vmm_object_int(vmm_object_get(&pong.result, "time"), &t))
+                        booking_now = t;
+                vmm_message_release(&pong);
+                if (r < 0)
+                        return report_exchange_failed(rep, r);
+        }
+        r = vmm_booking_get(c, a.n_args == 1 ? a.args[0] : NULL, a.p.token, &m);
+        if (r >= 0 && m.error == VMM_E_BAD_REQUEST && a.n_args == 0 && m.error_message &&
+            strstr(m.error_message, "missing field 'vm_id'")) {
+                report_error(rep, m.error_code, true,
+                             "a person's session names the VM: vmclient booking VM");
+                return EXIT_DAEMON;
+        }
+        return finish_call(rep, r, &m, human_booking);
+}
+
+static int cmd_user_login(const Command *cmd, int argc, char **argv) {
+        _cleanup_(parsed_done) Parsed a = { 0 };
+        _cleanup_client_ VmmClient *c = NULL;
+        _cleanup_message_ VmmMessage m = { 0 };
+        const Reporter *rep = oneshot_reporter();
+        int r = parse_command(cmd, 0, argc, argv, &a);
+        if (r < 0)
+                r = want_args(cmd, &a, 1, 1);
+        if (r >= 0)
+                return r;
+        if (get_password("VMCLIENT_PASSWORD", "Password: ", false, &a.p.password) < 0)
+                return EXIT_USAGE;
+        r = client_open(rep, &c);
+        if (r != 0)
+                return r;
+        return finish_call(rep, vmm_user_auth(c, a.args[0], a.p.password, &m), &m, human_token);
+}
+
 static int cmd_agent(const Command *cmd, int argc, char **argv) {
         return vmclient_agent(argc, argv);
 }
@@ -959,6 +1102,22 @@ static const Command commands[] = {
         { "logout", cmd_logout, "",
           "end the session",
           "End the session of the token.", true },
+        { "whoami", cmd_whoami, "",
+          "who the session is",
+          "Show who the session of the token is: a VM (vm_id), or a person (name and\n"
+          "role).", true },
+        { "booking", cmd_booking, "[VM]",
+          "the VM's booking",
+          "Show the booking of the session's VM: who holds it, until when, and the time\n"
+          "left by the daemon's clock; 'not booked' when nobody does. A person's session\n"
+          "names the VM. With --json: {\"booking\": {...} or null}.", true },
+        { "user-login", cmd_user_login, "NAME",
+          "log a person in; print the session token",
+          "Log in as the user NAME (a person; password as for auth) and print the\n"
+          "session token, for\n"
+          "  export VMCLIENT_TOKEN=$(vmclient user-login NAME)\n"
+          "which list, disks, whoami, booking VM and logout then use. With --json the\n"
+          "whole result (name, role, token, expires_at) is printed.", false },
         { "shell", cmd_shell, "",
           "interactive shell with the seed commands",
           "Interactive shell with the text commands AUTH, REGISTER, ADD_VM,\n"

@@ -85,6 +85,10 @@ void human_auth(const msgpack_object *o);
 void human_vm(const msgpack_object *o);
 void human_passwd(const msgpack_object *o);
 void human_logout(const msgpack_object *o);
+/* whoami's result as "key: value" lines. */
+void human_whoami(const msgpack_object *o);
+/* booking.get's result: "VM ... is booked by ... until ... (LEFT)" or "not booked". */
+void human_booking(const msgpack_object *o);
 
 /* The pages of a list call. */
 typedef struct Pages {
