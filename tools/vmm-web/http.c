@@ -497,6 +497,33 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 static int mhd_io(sd_event_source *s, int fd, uint32_t revents, void *userdata);
 
+static int hex_value(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Percent-decoding of the path and query, in place; %00 stays as it is, so
+ * no decoded path can end early at a NUL byte. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s) {
+        char *w = s;
+        for (const char *r = s; *r;) {
+                int hi, lo;
+                if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 &&
+                    (hi | lo) != 0) {
+                        *w++ = (char) (hi * 16 + lo);
+                        r += 3;
+                } else
+                        *w++ = *r++;
+        }
+        *w = '\0';
+        return (size_t) (w - s);
+}
+
 static void mhd_rearm(Web *w, size_t i) {
         MHD_UNSIGNED_LONG_LONG t;
         if (MHD_get_timeout(w->daemons[i], &t) == MHD_YES) {
@@ -579,6 +606,7 @@ int http_start(Web *w, int listen_fd, size_t i) {
                 { MHD_OPTION_CONNECTION_LIMIT, w->config.max_connections, NULL },
                 { MHD_OPTION_PER_IP_CONNECTION_LIMIT, w->config.max_connections_per_ip, NULL },
                 { MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL },
+                { MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t) unescape, NULL },
                 { cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, cert },
                 { cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, key },
                 { MHD_OPTION_END, 0, NULL },
