@@ -28,6 +28,7 @@ VMM_WEB_WWW = os.environ.get('VMM_WEB_WWW')
 ADMIN_PW = 'admin-pw-1'
 ALICE_PW = 'alice-pw-1'
 BOB_PW = 'bob-pw-12'
+HTML_NAME = '<img src=x onerror=alert(1)>'
 
 
 def web_bin():
