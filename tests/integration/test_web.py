@@ -27,7 +27,7 @@ SECURITY_HEADERS = {
 
 def healthy(w):
     r = w.get('/health')
-    assert r.status == 200 and r.body == b'OK\n', r
+    assert r.status == 200 and r.body == b'OK', r
     assert w.alive()
 
 
@@ -49,7 +49,7 @@ def check_security_headers(r):
 def test_health_ok(web):
     r = web.get('/health')
     assert r.status == 200
-    assert r.body == b'OK\n'
+    assert r.body == b'OK'
     assert r.header('Content-Type').startswith('text/plain')
     check_security_headers(r)
 
@@ -317,7 +317,7 @@ def test_tls(make_daemon, make_web, tmp_path):
     d = make_daemon()
     w = make_web(d, tls=make_cert(tmp_path))
     r = w.get('/health')
-    assert r.status == 200 and r.body == b'OK\n'
+    assert r.status == 200 and r.body == b'OK'
     assert r.header('Strict-Transport-Security')
     r = w.post('/api/v1/logout')
     c = r.header('Set-Cookie')

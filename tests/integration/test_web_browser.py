@@ -18,6 +18,7 @@ import pytest
 from webtest import ADMIN_PW, ALICE_PW, HTML_NAME, make_web, site  # noqa: F401
 
 from selenium import webdriver  # noqa: E402  (python3-selenium, tools/install-deps)
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
@@ -76,7 +77,24 @@ def console_errors(d):
 
 
 def wait(d, cond, timeout=10):
-    return WebDriverWait(d, timeout).until(cond)
+    # the page re-renders the pool when events arrive: elements may go stale
+    return WebDriverWait(d, timeout, ignored_exceptions=[StaleElementReferenceException]).until(cond)
+
+
+def click(d, css):
+    # find and click again when a re-render replaced the element in between
+    for _ in range(20):
+        try:
+            wait(d, EC.element_to_be_clickable((By.CSS_SELECTOR, css))).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError(f'{css} kept going stale')
+
+
+def text_of(d, css):
+    return d.execute_script('const e = document.querySelector(arguments[0]);'
+                            'return e ? e.textContent : null;', css)
 
 
 def run_axe(d, source):
@@ -108,34 +126,35 @@ def test_page_in_chromium(site, browser, tmp_path):
     d.find_element(By.CSS_SELECTOR, '#login-form button[type=submit]').click()
     wait(d, EC.visibility_of_element_located((By.ID, 'pool')))
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'button[aria-label="Book web-01"]')))
-    assert d.find_element(By.ID, 'whoami').text == 'alice (user)'
+    assert text_of(d, '#whoami') == 'alice (user)'
     # the group's name is shown as text, never as markup
-    heads = [h.text for h in d.find_elements(By.CSS_SELECTOR, '#pool-body h3')]
+    heads = d.execute_script('return [...document.querySelectorAll("#pool-body h3")].map(h => h.textContent)')
     assert f'Group: {HTML_NAME}' in heads, heads
     assert d.execute_script('return document.querySelectorAll("img[src=x]").length') == 0
     shot('pool')
 
     # book web-01 for 2 hours and watch the countdown
-    d.find_element(By.CSS_SELECTOR, 'button[aria-label="Book web-01"]').click()
+    click(d, 'button[aria-label="Book web-01"]')
     wait(d, EC.visibility_of_element_located((By.ID, 'dlg-amount')))
     amount = d.find_element(By.ID, 'dlg-amount')
     amount.clear()
     amount.send_keys('2')
     d.find_element(By.ID, 'dialog-ok').click()
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'button[aria-label="Cancel booking of web-01"]')))
-    countdown = wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'time.countdown')))
-    first = countdown.text
+    wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'time.countdown')))
+    first = text_of(d, 'time.countdown')
     assert re.match(r'^1 h 59 min \d\d s$', first) or first.startswith('2 h 00 min'), first
     time.sleep(2.2)
-    second = d.find_element(By.CSS_SELECTOR, 'time.countdown').text
+    second = text_of(d, 'time.countdown')
     assert second != first, (first, second)
     shot('booked-countdown')
 
     # another session (an administrator) cancels it: a toast says so
     r = site.request('DELETE', '/api/v1/vms/web-01/booking', token=admin)
     assert r.status == 200, r
-    toast = wait(d, lambda drv: [t for t in drv.find_elements(By.CSS_SELECTOR, '#toasts .toast')
-                                 if 'web-01' in t.text and 'booking' in t.text], timeout=10)
+    toast = wait(d, lambda drv: [t for t in drv.execute_script(
+        'return [...document.querySelectorAll("#toasts .toast")].map(t => t.textContent)')
+        if 'web-01' in t and 'booking' in t and 'booked' not in t], timeout=10)
     assert toast
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, 'button[aria-label="Book web-01"]')))
     shot('toast')
@@ -158,14 +177,15 @@ def test_page_in_chromium(site, browser, tmp_path):
     wait(d, EC.visibility_of_element_located((By.ID, 'rq-description')))
     d.find_element(By.ID, 'rq-description').send_keys(HTML_NAME)
     d.find_element(By.CSS_SELECTOR, '#request-form button[type=submit]').click()
-    cell = wait(d, lambda drv: [c for c in drv.find_elements(By.CSS_SELECTOR, '#requests-body td')
-                                if c.text == HTML_NAME])
+    cell = wait(d, lambda drv: [c for c in drv.execute_script(
+        'return [...document.querySelectorAll("#requests-body td")].map(c => c.textContent)')
+        if c == HTML_NAME])
     assert cell
     assert d.execute_script('return document.querySelectorAll("img[src=x]").length') == 0
     shot('request-filed')
 
     # a VM's detail with its chart
-    d.find_element(By.CSS_SELECTOR, 'button[aria-label="Details of web-02"]').click()
+    click(d, 'button[aria-label="Details of web-02"]')
     wait(d, EC.visibility_of_element_located((By.CSS_SELECTOR, '#dialog svg.chart')))
     facts = d.find_element(By.CSS_SELECTOR, '#dialog dl.facts').text
     assert 'Status' in facts and 'Hostname' in facts and 'OS' in facts

@@ -248,7 +248,7 @@ static void health_done(void *userdata, const VmmMessage *m, int error) {
         Req *req = userdata;
         req->call = NULL;
         if (m && m->error == VMM_OK)
-                reply(req, MHD_HTTP_OK, "text/plain; charset=utf-8", strdup("OK\n"), 3);
+                reply(req, MHD_HTTP_OK, "text/plain; charset=utf-8", strdup("OK"), 2);
         else
                 reply(req, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
                       strdup("vmmd does not answer\n"), strlen("vmmd does not answer\n"));
