@@ -525,8 +525,14 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s) {
 }
 
 static void mhd_rearm(Web *w, size_t i) {
+        /* (web_schedule is declared in web.h) */
         MHD_UNSIGNED_LONG_LONG t;
         if (MHD_get_timeout(w->daemons[i], &t) == MHD_YES) {
+                /* 0: work is waiting (a resumed connection to put back in its
+                 * epoll set, input already read): run again from this loop
+                 * iteration, not after a timer's slack */
+                if (t == 0)
+                        web_schedule(w);
                 (void) sd_event_source_set_time_relative(w->mhd_timer[i], t * 1000u);
                 (void) sd_event_source_set_enabled(w->mhd_timer[i], SD_EVENT_ONESHOT);
         } else
@@ -624,7 +630,7 @@ int http_start(Web *w, int listen_fd, size_t i) {
         int r = sd_event_add_io(w->event, &w->mhd_io[i], di->epoll_fd, EPOLLIN, mhd_io, w);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch libmicrohttpd: %s", strerror(-r));
-        r = sd_event_add_time_relative(w->event, &w->mhd_timer[i], CLOCK_MONOTONIC, 0, 1000,
+        r = sd_event_add_time_relative(w->event, &w->mhd_timer[i], CLOCK_MONOTONIC, 0, 1,
                                        mhd_timer, w);
         if (r < 0)
                 return log_error_errno(r, "Cannot add a timer: %s", strerror(-r));
