@@ -374,7 +374,8 @@ def test_slowloris(make_daemon, make_web):
         s.connect((w.host, w.port))
         s.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\n')
         slow.append(s)
-    # the 21st from the same address is refused; another address is served at once
+    # the 21st from the same address is not served (it waits in the backlog);
+    # another address is served at once
     extra = socket.socket()
     extra.bind(('127.0.0.2', 0))
     extra.settimeout(3)

@@ -525,18 +525,28 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s) {
 }
 
 static void mhd_rearm(Web *w, size_t i) {
-        /* (web_schedule is declared in web.h) */
-        MHD_UNSIGNED_LONG_LONG t;
-        if (MHD_get_timeout(w->daemons[i], &t) == MHD_YES) {
-                /* 0: work is waiting (a resumed connection to put back in its
-                 * epoll set, input already read): run again from this loop
-                 * iteration, not after a timer's slack */
-                if (t == 0)
-                        web_schedule(w);
-                (void) sd_event_source_set_time_relative(w->mhd_timer[i], t * 1000u);
-                (void) sd_event_source_set_enabled(w->mhd_timer[i], SD_EVENT_ONESHOT);
-        } else
-                (void) sd_event_source_set_enabled(w->mhd_timer[i], SD_EVENT_OFF);
+        MHD_UNSIGNED_LONG_LONG t = 500;
+        /* At most 500 ms even when libmicrohttpd has no timeout to ask for:
+         * some of its work is taken up only on its next run, with no
+         * descriptor of ours to announce it (the listen socket goes back
+         * into its epoll set on the run after a connection below the limit
+         * closed). */
+        if (MHD_get_timeout(w->daemons[i], &t) == MHD_YES && t == 0) {
+                /* work is waiting (a resumed connection, input already
+                 * read): run again in this loop iteration */
+                web_schedule(w);
+                return;
+        }
+        t = MIN(t, (MHD_UNSIGNED_LONG_LONG) 500);
+        /* a timer that fires up to 100 ms early or late is as good, and
+         * reprogramming it per request is not */
+        uint64_t now = now_ms(), due = now + t;
+        if (w->mhd_due[i] && w->mhd_due[i] > now && w->mhd_due[i] <= due + 100 &&
+            w->mhd_due[i] + 100 >= due)
+                return;
+        w->mhd_due[i] = due;
+        (void) sd_event_source_set_time_relative(w->mhd_timer[i], t * 1000u);
+        (void) sd_event_source_set_enabled(w->mhd_timer[i], SD_EVENT_ONESHOT);
 }
 
 void web_kick(Web *w) {
@@ -570,6 +580,7 @@ static int mhd_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Web *w = userdata;
         for (size_t i = 0; i < w->n_daemons; i++)
                 if (w->mhd_timer[i] == s) {
+                        w->mhd_due[i] = 0;
                         (void) MHD_run(w->daemons[i]);
                         mhd_rearm(w, i);
                 }
@@ -611,7 +622,7 @@ int http_start(Web *w, int listen_fd, size_t i) {
                 { MHD_OPTION_CONNECTION_TIMEOUT, w->config.idle_timeout_s, NULL },
                 { MHD_OPTION_CONNECTION_LIMIT, w->config.max_connections, NULL },
                 { MHD_OPTION_PER_IP_CONNECTION_LIMIT, w->config.max_connections_per_ip, NULL },
-                { MHD_OPTION_CONNECTION_MEMORY_LIMIT, 32 * 1024, NULL },
+                { MHD_OPTION_CONNECTION_MEMORY_LIMIT, 16 * 1024, NULL },
                 { MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t) unescape, NULL },
                 { cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, cert },
                 { cert ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, key },

@@ -33,6 +33,8 @@ struct Vconn {
         uint64_t last_used;
         unsigned busy;          /* inside our own callbacks: free later */
         bool dead, free_later;
+        bool dirty;             /* requests queued, to be sent by vconn_flush_all() */
+        Vconn *dirty_next;
 };
 
 struct Pool {
@@ -41,6 +43,8 @@ struct Pool {
         size_t size;
         sd_event_source *sweep;
 };
+
+static void vconn_undirty(Vconn *v);
 
 static void vconn_update_events(Vconn *v) {
         if (!v->io || v->dead)
@@ -170,6 +174,7 @@ Vconn *vconn_free(Vconn *v) {
         }
         v->closed = NULL;
         vconn_fail(v, -ECANCELED, NULL);
+        vconn_undirty(v);
         sd_event_source_disable_unref(v->io);
         vmm_async_free(v->a);
         free(v);
@@ -230,15 +235,45 @@ int vconn_call(Vconn *v, const char *method, const json_t *params, const char *t
         v->tail = c;
         v->n_calls++;
         v->last_used = now_ms();
-        r = vmm_async_flush(v->a);
-        if (r < 0 && r != -EAGAIN) {
-                /* reported through the callbacks, from the loop */
-                (void) sd_event_source_set_io_events(v->io, EPOLLIN | EPOLLOUT);
-        } else
-                vconn_update_events(v);
+        /* sent once per loop iteration with whatever else was queued */
+        if (!v->dirty) {
+                v->dirty = true;
+                v->dirty_next = v->web->dirty;
+                v->web->dirty = v;
+                web_schedule_flush(v->web);
+        }
         if (ret_call)
                 *ret_call = c;
         return 0;
+}
+
+static void vconn_undirty(Vconn *v) {
+        if (!v->dirty)
+                return;
+        for (Vconn **p = &v->web->dirty; *p; p = &(*p)->dirty_next)
+                if (*p == v) {
+                        *p = v->dirty_next;
+                        break;
+                }
+        v->dirty = false;
+        v->dirty_next = NULL;
+}
+
+void vconn_flush_all(Web *w) {
+        while (w->dirty) {
+                Vconn *v = w->dirty;
+                w->dirty = v->dirty_next;
+                v->dirty = false;
+                v->dirty_next = NULL;
+                if (v->dead)
+                        continue;
+                int r = vmm_async_flush(v->a);
+                if (r < 0 && r != -EAGAIN)
+                        /* reported through the callbacks, from the loop */
+                        (void) sd_event_source_set_io_events(v->io, EPOLLIN | EPOLLOUT);
+                else
+                        vconn_update_events(v);
+        }
 }
 
 void call_forget(Call *c) {

@@ -106,6 +106,16 @@ static int take_activated(Web *w, int *fds, size_t max, size_t *ret_n) {
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata);
 
+static int on_flush(sd_event_source *s, void *userdata) {
+        vconn_flush_all(userdata);
+        return 0;
+}
+
+void web_schedule_flush(Web *w) {
+        if (w->flush)
+                (void) sd_event_source_set_enabled(w->flush, SD_EVENT_ONESHOT);
+}
+
 int web_new(Web **ret, WebConfig *config) {
         Web *w = calloc(1, sizeof(*w));
         int fds[ELEMENTSOF(w->daemons)];
@@ -129,6 +139,13 @@ int web_new(Web **ret, WebConfig *config) {
                 r = sd_event_add_signal(w->event, NULL, SIGINT, on_signal, w);
         if (r < 0)
                 goto fail;
+
+        r = sd_event_add_defer(w->event, &w->flush, on_flush, w);
+        if (r < 0)
+                goto fail;
+        /* after libmicrohttpd's run of the same iteration has queued its requests */
+        (void) sd_event_source_set_priority(w->flush, SD_EVENT_PRIORITY_IDLE);
+        (void) sd_event_source_set_enabled(w->flush, SD_EVENT_OFF);
 
         r = assets_load(w->config.www_dir, &w->assets);
         if (r < 0)
@@ -176,6 +193,7 @@ Web *web_free(Web *w) {
         w->sse = sse_free(w->sse);
         w->auth = auth_free(w->auth);
         w->pool = pool_free(w->pool);
+        w->flush = sd_event_source_disable_unref(w->flush);
         w->assets = assets_free(w->assets);
         sd_event_unref(w->event);
         free(w);

@@ -61,7 +61,10 @@ struct Web {
         struct MHD_Daemon *daemons[8];
         sd_event_source *mhd_io[8];
         sd_event_source *mhd_timer[8];
+        uint64_t mhd_due[8];        /* when each timer fires (ms, monotonic), 0 if off */
         sd_event_source *kick;      /* runs libmicrohttpd after resumes */
+        sd_event_source *flush;     /* sends what was queued for vmmd */
+        Vconn *dirty;               /* connections to vmmd with requests to send */
         size_t n_daemons;
         Pool *pool;
         Auth *auth;
@@ -116,6 +119,9 @@ int vconn_call(Vconn *v, const char *method, const json_t *params, const char *t
 size_t vconn_in_flight(const Vconn *v);
 bool vconn_usable(const Vconn *v);
 uint64_t vconn_last_used(const Vconn *v);
+/* Sends the requests queued on every connection (once per loop iteration). */
+void vconn_flush_all(Web *w);
+void web_schedule_flush(Web *w);
 /* The caller is no longer interested: its callback will not run. */
 void call_forget(Call *c);
 
