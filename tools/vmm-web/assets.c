@@ -165,7 +165,8 @@ static void serve(Req *req, const char *name) {
         if (req->ready)
                 return;
         if (!f) {
-                reply_error(req, MHD_HTTP_NOT_FOUND, "not_found", "there is nothing at this address");
+                reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                            "there is nothing at this address");
                 return;
         }
         req->etag = strdup(f->etag);

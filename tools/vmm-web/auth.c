@@ -243,7 +243,8 @@ static void identify_basic(Req *req, const char *b64) {
         if (e && e->pending) {
                 sodium_memzero(creds, sizeof creds);
                 if (basic_wait(e, req) < 0)
-                        reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "out of memory");
+                        reply_error(req, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
+                                    "out of memory");
                 return;
         }
         if (e && now - e->created < WEB_BASIC_TTL_MS) {

@@ -128,7 +128,8 @@ void reply_vmmd_error(Req *req, const VmmMessage *m) {
                 reply_error(req, MHD_HTTP_NOT_IMPLEMENTED, "unknown_method",
                             "vmmd does not offer %s to the gateway%s", req->rpc ? req->rpc : "this",
                             req->route && (req->route->flags & R_ADMIN)
-                                    ? " (administration over TCP needs tcp_admin = yes in vmmd.conf)"
+                                    ? " (administration over TCP needs tcp_admin = yes in "
+                                      "vmmd.conf)"
                                     : " (this vmmd is older than the gateway)");
                 return;
         }
@@ -185,7 +186,8 @@ static enum MHD_Result queue_response(Req *req) {
                 req->resp = NULL;
                 if (req->resp_type)
                         (void) add_header(r, "Content-Type", req->resp_type);
-                (void) add_header(r, "Cache-Control", req->resp_cache ? req->resp_cache : "no-store");
+                (void) add_header(r, "Cache-Control",
+                                  req->resp_cache ? req->resp_cache : "no-store");
         }
         add_common_headers(req, r);
         if (req->set_cookie)
@@ -228,7 +230,8 @@ void req_set_cookie(Req *req, const char *token) {
         const char *secure = req->web->tls ? "; Secure" : "";
         if (token)
                 (void) asprintf(&req->set_cookie,
-                                "vmm_session=%s; HttpOnly; SameSite=Strict; Path=/%s", token, secure);
+                                "vmm_session=%s; HttpOnly; SameSite=Strict; Path=/%s", token,
+                                secure);
         else
                 (void) asprintf(&req->set_cookie,
                                 "vmm_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0%s",
@@ -361,13 +364,15 @@ static void req_prepare(Req *req, const char *url, const char *method) {
         bool path_ok = false;
         const char *m = strcmp(method, "HEAD") == 0 ? "GET" : method;
         req->head = strcmp(method, "HEAD") == 0;
-        req->route = route_find(m, url, req->web->assets, req->path_params, &path_ok, allow, sizeof allow);
+        req->route = route_find(m, url, req->web->assets, req->path_params, &path_ok, allow,
+                                sizeof allow);
         if (!req->route && path_ok) {
                 req->allow = strdup(allow);
                 reply_error(req, MHD_HTTP_METHOD_NOT_ALLOWED, "bad_request",
                             "%s is not allowed here; use %s", method, allow);
         } else if (!req->route)
-                reply_error(req, MHD_HTTP_NOT_FOUND, "not_found", "there is nothing at this address");
+                reply_error(req, MHD_HTTP_NOT_FOUND, "not_found",
+                            "there is nothing at this address");
 }
 
 void req_dispatch(Req *req) {
@@ -392,7 +397,8 @@ void req_dispatch(Req *req) {
                 req->json = json_parse_body(req->body, req->body_len, err, sizeof err, &too_deep);
                 if (!req->json) {
                         if (too_deep)
-                                reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "%s", err);
+                                reply_error(req, MHD_HTTP_CONTENT_TOO_LARGE, "too_large", "%s",
+                                            err);
                         else
                                 reply_error(req, MHD_HTTP_BAD_REQUEST, "bad_request", "%s", err);
                         return;
@@ -612,7 +618,8 @@ int http_start(Web *w, int listen_fd, size_t i) {
                 cert = read_file(w->config.tls_cert);
                 key = read_file(w->config.tls_key);
                 if (!cert || !key)
-                        return log_error_errno(EINVAL, "Cannot read the TLS certificate %s or key %s",
+                        return log_error_errno(EINVAL,
+                                               "Cannot read the TLS certificate %s or key %s",
                                                w->config.tls_cert, w->config.tls_key);
                 flags |= MHD_USE_TLS;
         }

@@ -178,7 +178,8 @@ static json_t *from_msgpack(const msgpack_object *o, bool time_value, unsigned d
                 if (!hex)
                         return NULL;
                 for (uint32_t i = 0; i < o->via.bin.size; i++)
-                        (void) snprintf(hex + i * 2, 3, "%02x", (unsigned) (uint8_t) o->via.bin.ptr[i]);
+                        (void) snprintf(hex + i * 2, 3, "%02x",
+                                        (unsigned) (uint8_t) o->via.bin.ptr[i]);
                 hex[(size_t) o->via.bin.size * 2] = '\0';
                 json_t *j = json_string(hex);
                 free(hex);

@@ -93,7 +93,8 @@ static int parse_args(int argc, char *argv[], WebConfig *c) {
                         break;
                 case ARG_MAXC:
                         if (parse_uint(optarg, 1, 1000000, &c->max_connections) < 0)
-                                return log_error_errno(EINVAL, "--max-connections takes 1..1000000");
+                                return log_error_errno(EINVAL,
+                                                       "--max-connections takes 1..1000000");
                         break;
                 case ARG_MAXIP:
                         if (parse_uint(optarg, 1, 1000000, &c->max_connections_per_ip) < 0)
@@ -102,7 +103,8 @@ static int parse_args(int argc, char *argv[], WebConfig *c) {
                         break;
                 case ARG_IDLE:
                         if (parse_uint(optarg, 1, 86400, &c->idle_timeout_s) < 0)
-                                return log_error_errno(EINVAL, "--idle-timeout takes 1..86400 seconds");
+                                return log_error_errno(EINVAL,
+                                                       "--idle-timeout takes 1..86400 seconds");
                         break;
                 case ARG_NOPEER: c->pass_peer = false; break;
                 case ARG_LOG:
@@ -125,7 +127,8 @@ static int parse_args(int argc, char *argv[], WebConfig *c) {
                 }
         }
         if (optind < argc)
-                return log_error_errno(EINVAL, "Unexpected argument '%s' (see --help)", argv[optind]);
+                return log_error_errno(EINVAL, "Unexpected argument '%s' (see --help)",
+                                       argv[optind]);
         if (!c->tls_cert != !c->tls_key)
                 return log_error_errno(EINVAL, "--tls-cert and --tls-key go together");
         if (c->n_listen == 0) {

@@ -296,7 +296,8 @@ static enum MHD_Result query_item(void *cls, enum MHD_ValueKind kind, const char
         json_int_t v;
         if (q->failed)
                 return MHD_NO;
-        if (!q->req->route->query || !query_spec(q->req->route->query, key, &type, def, sizeof def)) {
+        const char *spec = q->req->route->query;
+        if (!spec || !query_spec(spec, key, &type, def, sizeof def)) {
                 reply_error(q->req, MHD_HTTP_BAD_REQUEST, "bad_request",
                             "unknown query parameter '%.64s'", key);
                 q->failed = true;
@@ -352,7 +353,8 @@ json_t *req_base_params(Req *req, bool with_body) {
         for (const char *s = strchr(rt->path, '{'); s; s = strchr(s + 1, '{')) {
                 const char *close = strchr(s, '}');
                 const char *colon = memchr(s, ':', (size_t) (close - s));
-                _cleanup_free_ char *name = strndup(s + 1, (size_t) ((colon ? colon : close) - s - 1));
+                const char *name_end = colon ? colon : close;
+                _cleanup_free_ char *name = strndup(s + 1, (size_t) (name_end - s - 1));
                 const char *value = req->path_params[n++];
                 if (!name || !value)
                         break;

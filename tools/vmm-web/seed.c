@@ -17,8 +17,9 @@ static json_t *or_null(json_t *v) {
         return v ? v : json_null();
 }
 
+/* A new reference: v, or a new empty array (for "o" in json_pack). */
 static json_t *or_empty(json_t *v) {
-        return v ? v : json_array();
+        return v ? json_incref(v) : json_array();
 }
 
 /* Copies the body, renaming keys: pairs of (from, to), NULL-terminated. */
@@ -58,6 +59,12 @@ static void disks_to_vmmd(json_t *p) {
         }
 }
 
+/* A disk in seed 002's shape: {"disk_id", "size", "vm_id"}. */
+static json_t *seed_disk(const json_t *d, const char *vm_id) {
+        return json_pack("{s:O,s:O,s:s}", "disk_id", or_null(json_object_get(d, "id")), "size",
+                         or_null(json_object_get(d, "size")), "vm_id", vm_id ? vm_id : "");
+}
+
 /* A VM record in seed 002's shape: vm_id, ram, cpu, disks of
  * {"disk_id", "size", "vm_id"}. */
 static json_t *seed_vm(const json_t *vm) {
@@ -66,10 +73,7 @@ static json_t *seed_vm(const json_t *vm) {
         size_t i;
         json_t *d;
         json_array_foreach(json_object_get(vm, "disks"), i, d)
-                (void) json_array_append_new(disks, json_pack("{s:O,s:O,s:s}", "disk_id",
-                                                              or_null(json_object_get(d, "id")), "size",
-                                                              or_null(json_object_get(d, "size")), "vm_id",
-                                                              vm_id ? vm_id : ""));
+                (void) json_array_append_new(disks, seed_disk(d, vm_id));
         return json_pack("{s:s,s:O,s:O,s:o}", "vm_id", vm_id ? vm_id : "", "ram",
                          or_null(json_object_get(vm, "ram")), "cpu",
                          or_null(json_object_get(vm, "cpu")), "disks", disks);
@@ -233,10 +237,7 @@ static void disks_listed(Req *req) {
         size_t i;
         json_t *d;
         json_array_foreach(req->acc, i, d)
-                (void) json_array_append_new(out, json_pack("{s:O,s:O,s:O}", "disk_id",
-                                                            or_null(json_object_get(d, "id")), "size",
-                                                            or_null(json_object_get(d, "size")), "vm_id",
-                                                            or_null(json_object_get(d, "vm_id"))));
+                (void) json_array_append_new(out, seed_disk(d, json_str(d, "vm_id")));
         reply_json(req, MHD_HTTP_OK, out);
 }
 
@@ -268,17 +269,19 @@ static void lz_groups_listed(Req *req) {
         json_t *v, *g;
         json_array_foreach(req->acc2, i, v) {
                 json_t *b = json_object_get(v, "booking");
-                (void) json_array_append_new(
-                        vms, json_pack("{s:O,s:O,s:O,s:O}", "id", or_null(json_object_get(v, "vm_id")),
-                                       "group", or_null(json_object_get(v, "group")),
-                                       "booked_by", or_null(json_object_get(b, "user")),
-                                       "expires_at", or_null(json_object_get(b, "expires_at"))));
+                json_t *one = json_pack("{s:O,s:O,s:O,s:O}",
+                                        "id", or_null(json_object_get(v, "vm_id")),
+                                        "group", or_null(json_object_get(v, "group")),
+                                        "booked_by", or_null(json_object_get(b, "user")),
+                                        "expires_at", or_null(json_object_get(b, "expires_at")));
+                (void) json_array_append_new(vms, one);
         }
-        json_array_foreach(req->acc, i, g)
-                (void) json_array_append_new(
-                        groups, json_pack("{s:O,s:O,s:O}", "id", or_null(json_object_get(g, "id")), "name",
-                                          or_null(json_object_get(g, "name")), "vm_ids",
-                                          or_empty(json_object_get(g, "vm_ids"))));
+        json_array_foreach(req->acc, i, g) {
+                json_t *one = json_pack("{s:O,s:O,s:o}", "id", or_null(json_object_get(g, "id")),
+                                        "name", or_null(json_object_get(g, "name")),
+                                        "vm_ids", or_empty(json_object_get(g, "vm_ids")));
+                (void) json_array_append_new(groups, one);
+        }
         reply_json(req, MHD_HTTP_OK, json_pack("{s:o,s:o}", "vms", vms, "groups", groups));
 }
 

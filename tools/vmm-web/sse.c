@@ -84,7 +84,8 @@ static void stream_push(Stream *s, const char *text, size_t n) {
         if (s->ended)
                 return;
         if (s->len - s->off + n > STREAM_BUF_MAX) {
-                log_info("Event stream of %s is too far behind: ending it", s->req ? s->req->peer : "?");
+                log_info("Event stream of %s is too far behind: ending it",
+                         s->req ? s->req->peer : "?");
                 s->ended = true;
                 stream_wake(s);
                 return;

@@ -310,7 +310,8 @@ static int pool_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
         uint64_t now = now_ms();
         for (size_t i = 0; i < p->size; i++) {
                 Vconn *v = p->conns[i];
-                if (v && vconn_in_flight(v) == 0 && now - vconn_last_used(v) >= POOL_IDLE_CLOSE_MS) {
+                if (v && vconn_in_flight(v) == 0 &&
+                    now - vconn_last_used(v) >= POOL_IDLE_CLOSE_MS) {
                         p->conns[i] = NULL;
                         vconn_free(v);
                 }

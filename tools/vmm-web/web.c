@@ -88,7 +88,8 @@ static int take_activated(Web *w, int *fds, size_t max, size_t *ret_n) {
                         continue;
                 }
                 if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
-                        r = log_error_errno(EINVAL, "Socket %d is not a listening stream socket", fd);
+                        r = log_error_errno(EINVAL, "Socket %d is not a listening stream socket",
+                                            fd);
                         continue;
                 }
                 if (got >= max) {
