@@ -485,3 +485,40 @@ def test_sigterm_clean(make_daemon, make_web):
     w = make_web(d)
     healthy(w)
     w.stop()    # exit 0 within 15 s, no sanitizer report
+
+
+def test_stop_answers_requests_still_waiting(make_web):
+    """A vmmd that never answers: at SIGTERM the waiting request gets 503
+    within a few seconds and vmm-web exits 0."""
+    import threading
+    silent = socket.socket()
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(8)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                c, _ = silent.accept()
+            except OSError:
+                return
+            held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    w = make_web(vmmd=f'127.0.0.1:{silent.getsockname()[1]}')
+    result = {}
+
+    def ask():
+        result['r'] = w.get('/health', timeout=30)
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(1.0)
+    assert 'r' not in result
+    t0 = time.monotonic()
+    w.stop()        # exit 0 required
+    took = time.monotonic() - t0
+    t.join(10)
+    silent.close()
+    for c in held:
+        c.close()
+    assert took < 8, took
+    assert result['r'].status == 503, result['r']

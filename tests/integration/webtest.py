@@ -214,7 +214,8 @@ class Admin:
 
     def __init__(self, daemon):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(10)
+        # user.create hashes a password: slow on a loaded machine
+        self.sock.settimeout(60)
         self.sock.connect(daemon.admin_socket)
         self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         self.next = 1

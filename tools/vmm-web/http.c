@@ -49,10 +49,32 @@ unsigned http_status_of(const char *code) {
 
 /* ---- building responses ---- */
 
+static void waiting_add(Req *req) {
+        Web *w = req->web;
+        req->waiting_prev = NULL;
+        req->waiting_next = w->waiting;
+        if (w->waiting)
+                w->waiting->waiting_prev = req;
+        w->waiting = req;
+        w->suspended++;
+}
+
+static void waiting_remove(Req *req) {
+        Web *w = req->web;
+        if (req->waiting_prev)
+                req->waiting_prev->waiting_next = req->waiting_next;
+        else if (w->waiting == req)
+                w->waiting = req->waiting_next;
+        if (req->waiting_next)
+                req->waiting_next->waiting_prev = req->waiting_prev;
+        req->waiting_next = req->waiting_prev = NULL;
+        w->suspended--;
+}
+
 static void req_resume(Req *req) {
         if (req->suspended) {
                 req->suspended = false;
-                req->web->suspended--;
+                waiting_remove(req);
                 MHD_resume_connection(req->conn);
                 web_schedule(req->web);
         }
@@ -294,7 +316,7 @@ static void req_free(Req *req) {
         if (req->is_stream)
                 req_stream_gone(req);
         if (req->suspended)
-                req->web->suspended--;
+                waiting_remove(req);
         for (size_t i = 0; i < WEB_PATH_PARAMS_MAX; i++)
                 free(req->path_params[i]);
         if (req->stream_response)
@@ -479,7 +501,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 return queue_response(req);
         if (!req->suspended) {
                 req->suspended = true;
-                w->suspended++;
+                waiting_add(req);
                 MHD_suspend_connection(conn);
         }
         return MHD_YES;
@@ -662,6 +684,26 @@ int http_start(Web *w, int listen_fd, size_t i) {
         w->tls = cert != NULL;
         mhd_rearm(w, i);
         return 0;
+}
+
+void http_fail_waiting(Web *w) {
+        while (w->waiting) {
+                Req *req = w->waiting;
+                if (req->call) {
+                        call_forget(req->call);
+                        req->call = NULL;
+                }
+                auth_forget(req);
+                reply_error(req, MHD_HTTP_SERVICE_UNAVAILABLE, "shutting_down",
+                            "the gateway is stopping; try again in a moment");
+                if (req->suspended) {
+                        /* reply() did not resume it (it had answered already) */
+                        req->suspended = false;
+                        waiting_remove(req);
+                        MHD_resume_connection(req->conn);
+                }
+        }
+        web_kick(w);
 }
 
 void http_stop_all(Web *w) {

@@ -18,7 +18,7 @@
 #include "web.h"
 
 #define STOP_WAIT_USEC (50u * 1000u)
-#define STOP_MAX_MS    (10u * 1000u)
+#define STOP_MAX_MS    (5u * 1000u)    /* then the requests still waiting get 503 */
 
 uint64_t now_ms(void) {
         struct timespec ts;
@@ -190,6 +190,8 @@ Web *web_free(Web *w) {
                 return NULL;
         if (w->sse)
                 sse_stop(w->sse);
+        if (w->n_daemons > 0)
+                http_fail_waiting(w);
         http_stop_all(w);
         w->sse = sse_free(w->sse);
         w->auth = auth_free(w->auth);
@@ -203,12 +205,16 @@ Web *web_free(Web *w) {
 
 static int stop_poll(sd_event_source *s, uint64_t usec, void *userdata) {
         Web *w = userdata;
-        static uint64_t started;
-        if (!started)
-                started = now_ms();
-        if (w->suspended == 0 || now_ms() - started > STOP_MAX_MS)
+        if (w->suspended == 0 || now_ms() - w->stop_started > STOP_MAX_MS + 500)
                 return sd_event_exit(w->event, 0);
-        return sd_event_source_set_time_relative(s, STOP_WAIT_USEC);
+        if (now_ms() - w->stop_started > STOP_MAX_MS)
+                /* answered now; the loop sends the answers before the exit */
+                http_fail_waiting(w);
+        /* a time source fires once: arm it again */
+        int r = sd_event_source_set_time_relative(s, STOP_WAIT_USEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return r < 0 ? sd_event_exit(w->event, 0) : 0;
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -216,6 +222,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         if (w->stopping)
                 return 0;
         w->stopping = true;
+        w->stop_started = now_ms();
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         log_info("Stopping: finishing the requests under way");
         for (size_t i = 0; i < w->n_daemons; i++) {
@@ -224,7 +231,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
                         (void) close(fd);
         }
         sse_stop(w->sse);
-        int r = sd_event_add_time_relative(w->event, NULL, CLOCK_MONOTONIC, 0, 0, stop_poll, w);
+        int r = sd_event_add_time_relative(w->event, NULL, CLOCK_MONOTONIC, 0, 1, stop_poll, w);
         if (r < 0)
                 return sd_event_exit(w->event, 0);
         return 0;

@@ -72,7 +72,9 @@ struct Web {
         Assets *assets;
         bool tls;
         bool stopping;
+        uint64_t stop_started;
         unsigned suspended;         /* requests waiting for vmmd */
+        Req *waiting;               /* those requests (a list, for the stop) */
         uint64_t requests;
 };
 
@@ -203,10 +205,13 @@ struct Req {
         char *etag;
         struct MHD_Response *stream_response;
         Stream *stream;
+        Req *waiting_next, *waiting_prev;
 };
 
 int http_start(Web *w, int listen_fd, size_t index);
 void http_stop_all(Web *w);
+/* Answers every request still waiting for vmmd with 503 (at the stop). */
+void http_fail_waiting(Web *w);
 
 /* Build the response (one place): the request is answered once the access
  * handler runs again (a suspended request is resumed). body is taken. */
