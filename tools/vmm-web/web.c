@@ -144,8 +144,10 @@ int web_new(Web **ret, WebConfig *config) {
         r = sd_event_add_defer(w->event, &w->flush, on_flush, w);
         if (r < 0)
                 goto fail;
-        /* after libmicrohttpd's run of the same iteration has queued its requests */
-        (void) sd_event_source_set_priority(w->flush, SD_EVENT_PRIORITY_IDLE);
+        /* sd-event dispatches one source per iteration, by priority then
+         * age: at the same priority as the sockets, the flush waits behind
+         * what was already pending (libmicrohttpd's run that queues the
+         * requests) and is never starved by a steady stream of them */
         (void) sd_event_source_set_enabled(w->flush, SD_EVENT_OFF);
 
         r = assets_load(w->config.www_dir, &w->assets);
