@@ -194,6 +194,46 @@ char *vmm_object_strdup(const msgpack_object *o);
 /* An unsigned integer value; false if o is NULL or not a non-negative integer. */
 bool vmm_object_uint(const msgpack_object *o, uint64_t *ret);
 
+/* ---- Non-blocking connections (src/libvmm/client-async.c) ----
+ *
+ * A VmmAsync is one connection driven by the caller's own event loop: watch
+ * vmm_async_fd() for reading (and for writing while vmm_async_want_write()),
+ * call vmm_async_flush() when it is writable and vmm_async_read() until it
+ * returns -EAGAIN when it is readable. Nothing waits, except that a host name
+ * in vmm_async_connect() is resolved on the spot (pass a numeric address to
+ * avoid that). Requests are written as with VmmClient (begin, pack, end) and
+ * may be queued before the connection is established. Errors are those of
+ * VmmClient plus -EAGAIN ("not now"); after any other error the connection is
+ * unusable, but whole messages received before it are still returned first.
+ * Not thread-safe. */
+typedef struct VmmAsync VmmAsync;
+
+int vmm_async_new(VmmAsync **ret);
+/* Closes the connection and frees everything; returns NULL. Accepts NULL. */
+VmmAsync *vmm_async_free(VmmAsync *a);
+/* Starts connecting to an address as vmm_client_connect() takes it; 0 when
+ * the connection is made or under way. */
+int vmm_async_connect(VmmAsync *a, const char *address);
+int vmm_async_fd(const VmmAsync *a);
+/* Defaults: VMM_MAX_MSG_TCP (VMM_MAX_MSG_ADMIN on a Unix socket) and 4 MiB. */
+void vmm_async_set_max_request(VmmAsync *a, size_t bytes);
+void vmm_async_set_max_message(VmmAsync *a, size_t bytes);
+int vmm_async_begin(VmmAsync *a, const char *method, uint32_t n_params,
+                    msgpack_packer **ret_pk, uint32_t *ret_msgid);
+int vmm_async_begin_map(VmmAsync *a, const char *method, uint32_t map_size,
+                        msgpack_packer **ret_pk, uint32_t *ret_msgid);
+/* Queue the open request (-EMSGSIZE and dropped when over the limit). */
+int vmm_async_end(VmmAsync *a);
+void vmm_async_cancel(VmmAsync *a);
+/* Sends what the socket takes now: 0 when everything queued went out,
+ * -EAGAIN when more is left (wait until the fd is writable). */
+int vmm_async_flush(VmmAsync *a);
+bool vmm_async_want_write(const VmmAsync *a);
+size_t vmm_async_pending(const VmmAsync *a);
+/* One whole message (release it with vmm_message_release()), or -EAGAIN
+ * when none is complete yet. */
+int vmm_async_read(VmmAsync *a, VmmMessage *ret);
+
 #ifdef __cplusplus
 }
 #endif
