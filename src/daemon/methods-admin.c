@@ -274,8 +274,8 @@ static int watch_start(Request *r) {
                 return q;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        if (!p->since.set && !p->types.set)
-                /* part 1's call: its result is {} as it always was */
+        if (!r->has_params)
+                /* part 1's call (params []): its result is {} as it always was */
                 q = reply_packed(r, &sb, msgpack_pack_map(&pk, 0));
         else
                 q = reply_packed(r, &sb,

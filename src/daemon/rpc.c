@@ -806,6 +806,7 @@ bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cut
                 goto finish;
         }
 
+        r->has_params = a[3].via.array.size > 0;
         r->params = calloc(1, MAX(r->method->params_size, (size_t) 1));
         if (r->method->state_size)
                 r->state = calloc(1, r->method->state_size);

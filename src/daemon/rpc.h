@@ -162,6 +162,7 @@ struct Request {
         char error_message[512];
         uint64_t started_us;
         msgpack_sbuffer out;            /* the reply, written when it finishes */
+        bool has_params;                /* [{...}], not [] */
         uint64_t seen_seq;              /* the newest commit its reads saw */
         Request *wait_next;             /* waiting until that is durable */
         /* after the reply is written (e.g. a watch's events start) */

@@ -382,7 +382,9 @@ static int watch_new(Sse *sse, Req *req, bool has_since, uint64_t since, Watch *
         json_t *rp = json_pack("{s:s}", "token", req->token);
         if (rp && sse->web->config.pass_peer)
                 (void) json_object_set_new(rp, "peer", json_string(req->peer));
-        json_t *wp = has_since ? json_pack("{s:I}", "since", (json_int_t) since) : NULL;
+        /* always a params map: vmmd then answers the feed position the
+         * watch starts from (params [] is part 1's call, which answers {}) */
+        json_t *wp = has_since ? json_pack("{s:I}", "since", (json_int_t) since) : json_object();
         r = rp ? vconn_call(w->v, "resume", rp, NULL, watch_resumed, w, NULL) : -ENOMEM;
         if (r >= 0)
                 r = vconn_call(w->v, "events.watch", wp, NULL, watch_started, w, NULL);
