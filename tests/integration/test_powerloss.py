@@ -53,6 +53,9 @@ SANITIZE = os.environ.get('VMMD_SANITIZE', 'none') not in ('', 'none')
 CYCLES = int(os.environ.get('POWERLOSS_CYCLES', '30' if SANITIZE else '40'))
 MIN_CYCLES = min(CYCLES, 30)
 BUDGET_S = 300 if SANITIZE else 150     # no cycle starts past this; < MIN_CYCLES fails
+# a build that never syncs runs only the cycles test, which must catch it
+only_synced = pytest.mark.skipif(NOSYNC, reason='TEST ONLY no-sync build: only the cycles '
+                                 'test runs here, to show that it catches lost writes')
 CUT_MIN_MS, CUT_MAX_MS = 50, 800     # the cut comes this long after every worker started
 VMMD_ARGS = ['--auth-failures-per-minute', '1000000',  # refused probes count as failures
              '--sessions-per-vm', '1024']              # auths never answered leave sessions
@@ -554,6 +557,7 @@ def write_durably(path, data):
     fsync_path(os.path.dirname(path))
 
 
+@only_synced
 def test_harness_semantics(lazy):
     """lazyfs loses exactly what a power cut may lose: writes and names not
     made durable; it keeps fsynced data, O_DSYNC writes and fsynced names."""
@@ -636,6 +640,7 @@ def sequential_updates(d, seconds):
         return n / (time.monotonic() - t0)
 
 
+@only_synced
 def test_harness_speed(lazy, make_daemon, tmp_path):
     """Durable commits per second through lazyfs (one client, one update per
     commit), beside the same on the real disk."""
@@ -656,6 +661,7 @@ def test_harness_speed(lazy, make_daemon, tmp_path):
 
 # ---------------------------------------------------------------- what vmmd creates
 
+@only_synced
 @pytest.mark.parametrize('made_by', ['the administrator', 'vmmd'])
 def test_first_start_is_durable(lazy, make_daemon, made_by):
     """A VM registered (and answered) on a fresh state directory survives a
@@ -684,6 +690,7 @@ def test_first_start_is_durable(lazy, make_daemon, made_by):
         c.auth('first')
 
 
+@only_synced
 @pytest.mark.parametrize('target', ['a new file', 'an existing file'])
 def test_backup_is_durable_when_answered(lazy, make_daemon, target):
     """vmadm backup FILE: once it answers, the copy survives a power cut."""

@@ -1283,6 +1283,17 @@ static int prepare_sessions(Bench *b) {
                 }
                 Reply rep = vmmd_reply(c->in.data + c->in.off, (size_t) l, code, sizeof code);
                 c->in.off += (size_t) l;
+                /* too many logins from this address at once: one at a time,
+                 * as a client should, after a pause (bounded) */
+                for (int tries = 0; rep != REPLY_OK && rep != REPLY_FATAL &&
+                     strcmp(code, "rate_limited") == 0 && tries < 600; tries++) {
+                        (void) usleep(100 * 1000);
+                        queue_auth(c);
+                        r = client_call(c, code, sizeof code);
+                        if (r < 0)
+                                return r;
+                        rep = code[0] ? REPLY_ERROR : REPLY_OK;
+                }
                 if (rep == REPLY_OK)
                         continue;
                 if (rep == REPLY_FATAL || strcmp(code, "unauthenticated") != 0) {
