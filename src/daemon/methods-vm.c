@@ -265,6 +265,7 @@ static int describe_done(Request *r) {
 
 typedef struct VmCacheEntry {
         char vm_id[VMM_VM_ID_MAX + 1];
+        bool requested;                 /* of the record: what the state needs */
         uint16_t rec_len, out_len;
         uint8_t rec[VM_CACHE_BYTES];
         uint8_t out[VM_CACHE_BYTES];
@@ -313,20 +314,25 @@ static int vm_cached_reply(Request *r, const char *vm_id) {
         if (q < 0)
                 return q;
         q = store_vm_get_raw(t, vm_id, &rec, &rec_len);
-        if (q >= 0)
-                q = store_vm_get(t, vm_id, vm);
         if (q >= 0) {
                 VmCacheEntry *e = vm_cache_slot(c, vm_id);
                 if (e->rec_len == rec_len && strcmp(e->vm_id, vm_id) == 0 &&
-                    memcmp(e->rec, rec, rec_len) == 0)
+                    memcmp(e->rec, rec, rec_len) == 0) {
+                        /* the record is not decoded again: the state needs
+                         * only its id and whether it was requested */
+                        snprintf(vm->vm_id, sizeof vm->vm_id, "%s", vm_id);
+                        vm->requested = e->requested;
                         q = msgpack_sbuffer_write(&c->sb, (const char *) e->out, e->out_len) < 0 ?
                                 -ENOMEM : 0;
-                else {
-                        q = pack_vm_fields(&pk, vm);
+                } else {
+                        q = store_vm_get(t, vm_id, vm);
+                        if (q >= 0)
+                                q = pack_vm_fields(&pk, vm);
                         if (q >= 0 && rec_len <= VM_CACHE_BYTES && c->sb.size <= VM_CACHE_BYTES) {
                                 snprintf(e->vm_id, sizeof e->vm_id, "%s", vm_id);
                                 memcpy(e->rec, rec, rec_len);
                                 e->rec_len = (uint16_t) rec_len;
+                                e->requested = vm->requested;
                                 memcpy(e->out, c->sb.data, c->sb.size);
                                 e->out_len = (uint16_t) c->sb.size;
                         } else

@@ -41,7 +41,8 @@ bool pstr_eq(const ParamStr *s, const char *str);
  * a map header for the whole answer and its first entries. */
 int pack_vm_fields(msgpack_packer *pk, const StoreVm *vm);
 /* The rest: connected, authorized (1/0 when the caller knows, -1 to look
- * it up), status, booking. */
+ * it up), status, booking. It reads only vm->vm_id and vm->requested of the
+ * record (vm.get's cache gives it no more). */
 int pack_vm_state(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
                   int authorized);
 int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm);

@@ -18,6 +18,8 @@
 #include "shared/secret.h"
 
 #define REQUEST_ZONE_CHUNK 896
+/* a reply's first buffer (grows by doubling) */
+#define REPLY_FIRST_ALLOC 512
 #define REQUEST_OF(j) ((Request *) ((char *) (j) - offsetof(Request, job)))
 
 /* ---- clients ---- */
@@ -175,7 +177,17 @@ void method_stats_percentiles(const MethodStats *s, uint64_t *ret_p50, uint64_t 
 /* Replies are kept in the request and written when it finishes: then it is
  * known whether what the request read (or wrote) is durable yet. */
 static int out_write(void *data, const char *buf, size_t len) {
-        return msgpack_sbuffer_write(&((Request *) data)->out, buf, len);
+        msgpack_sbuffer *out = &((Request *) data)->out;
+
+        /* most replies are small: start below msgpack-c's 8 KiB */
+        if (out->alloc == 0) {
+                size_t n = MAX(len, (size_t) REPLY_FIRST_ALLOC);
+                out->data = malloc(n);
+                if (!out->data)
+                        return -1;
+                out->alloc = n;
+        }
+        return msgpack_sbuffer_write(out, buf, len);
 }
 
 void rpc_reply(Request *r, const char *data, size_t len) {
@@ -185,7 +197,7 @@ void rpc_reply(Request *r, const char *data, size_t len) {
         if (msgpack_pack_array(&pk, 4) || msgpack_pack_uint8(&pk, VMM_MSG_RESPONSE) ||
             msgpack_pack_uint32(&pk, r->msgid) || msgpack_pack_nil(&pk) ||
             (len == 0 && msgpack_pack_map(&pk, 0)) ||
-            (len > 0 && msgpack_sbuffer_write(&r->out, data, len) < 0))
+            (len > 0 && out_write(r, data, len) < 0))
                 log_error("Out of memory replying to connection %" PRIu64, r->client->id);
 }
 
@@ -207,6 +219,8 @@ static void deliver(Request *r) {
 
         if (c && r->out.size > 0 && conn_write(c, r->out.data, r->out.size) < 0)
                 log_error("Out of memory replying to connection %" PRIu64, r->client->id);
+        if (r->out.data)
+                secret_wipe(r->out.data, r->out.size);        /* tokens, passwords */
         r->out.size = 0;
 }
 
@@ -278,7 +292,7 @@ static void request_free(Request *r) {
         Manager *m = r->manager;
 
         if (r->out.data)
-                secret_wipe(r->out.data, r->out.alloc);       /* tokens, passwords */
+                secret_wipe(r->out.data, r->out.size);        /* tokens, passwords */
         msgpack_sbuffer_destroy(&r->out);
         if (r->state && r->method && r->method->state_done)
                 r->method->state_done(r->state);
