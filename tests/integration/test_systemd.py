@@ -231,16 +231,33 @@ def check_clean_log(text):
         assert m not in text, 'sanitizer report:\n' + text
 
 
-def rewrite_units(dest, exec_path, port=None, admin_path=None):
+def vmadm_bin():
+    """vmadm (ExecReload= of vmmd.service): meson's VMADM_BIN, else the one
+        beside the build's vmmd."""
+    path = os.environ.get('VMADM_BIN') or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(vmmd_bin())))),
+        'tools', 'vmadm', 'vmadm')
+    assert os.access(path, os.X_OK), f'no vmadm at {path} (VMADM_BIN)'
+    return path
+
+
+def vmadm_has_reload(path):
+    return subprocess.run([path, 'help', 'reload'], capture_output=True,
+                          timeout=30).returncode == 0
+
+
+def rewrite_units(dest, exec_path, port=None, admin_path=None, vmadm_path=None):
     """Copies of the shipped units in dest with ExecStart pointing at
-        exec_path (and optionally another TCP port / admin socket path)."""
+        exec_path, ExecReload at vmadm_path (default: the build's vmadm), and
+        optionally another TCP port / admin socket path."""
     os.makedirs(dest, exist_ok=True)
     for u in UNITS:
         with open(os.path.join(UNITDIR, u)) as f:
             text = f.read()
         if u == 'vmmd.service':
-            assert '@sbindir@/vmmd' in text
-            text = text.replace('@sbindir@/vmmd', exec_path)
+            assert '@sbindir@/vmmd\n' in text and '@sbindir@/vmadm ' in text
+            text = text.replace('@sbindir@/vmmd\n', exec_path + '\n')
+            text = text.replace('@sbindir@/vmadm ', (vmadm_path or vmadm_bin()) + ' ')
         if u == 'vmmd.socket' and port is not None:
             text, n = re.subn(r'^ListenStream=127\.0\.0\.1:7707$',
                               f'ListenStream=127.0.0.1:{port}', text, flags=re.M)
@@ -916,16 +933,29 @@ def child_manager(scratch):
         os.makedirs(base, mode=0o755)
         exe = os.path.join(base, 'vmmd')
         shutil.copy(vmmd_bin(), exe)
+        adm = os.path.join(base, 'vmadm')
+        shutil.copy(vmadm_bin(), adm)
+        # its libvmm too: the build's RUNPATH is relative to where it was built
+        libdir = os.path.join(base, 'lib')
+        os.makedirs(libdir)
+        builddir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(vmadm_bin()))))
+        shutil.copy(os.path.join(builddir, 'src', 'libvmm', 'libvmm.so.0'), libdir)
         port = free_port()
         res['port'] = port
         unitdir = '/run/user/0/systemd/user'
-        rewrite_units(unitdir, exe, port=port)
+        rewrite_units(unitdir, exe, port=port, vmadm_path=adm)
         os.makedirs(os.path.join(unitdir, 'vmmd.service.d'))
         with open(os.path.join(unitdir, 'vmmd.service.d', 'test.conf'), 'w') as f:
             # user-manager artefacts only (HOST-NOTES); the watchdog is made
             # short so that it is seen working within the test
             f.write('[Service]\nDynamicUser=no\nUser=\nGroup=\n'
-                    'ProtectHome=read-only\nWatchdogSec=2s\n')
+                    'ProtectHome=read-only\nWatchdogSec=2s\n'
+                    f'Environment=LD_LIBRARY_PATH={libdir}\n')
+            # ExecReload= is "vmadm reload"; while this tree's vmadm lacks it
+            # the reload goes by SIGHUP (test_units_reload_through_vmadm says so)
+            res['reload_via'] = 'vmadm' if vmadm_has_reload(adm) else 'sighup'
+            if res['reload_via'] == 'sighup':
+                f.write('ExecReload=\nExecReload=/bin/kill -HUP $MAINPID\n')
             # a sanitizer build: LeakSanitizer's stop-the-world needs ptrace,
             # which SystemCallFilter= rightly forbids; leaks are checked by
             # every other test, here only the other checks run
@@ -1113,7 +1143,7 @@ def test_units_contents():
             'StateDirectory', 'StateDirectoryMode', 'Requires', 'After')}
     assert svc['Type'] == ['notify'] and svc['NotifyAccess'] == ['main'], svc
     assert svc['ExecStart'] == ['@sbindir@/vmmd'], svc
-    assert svc['ExecReload'] == ['/bin/kill -HUP $MAINPID'], svc
+    assert svc['ExecReload'] == ['@sbindir@/vmadm --socket /run/vmmd/admin.sock reload'], svc
     assert svc['WatchdogSec'] == ['30s'], svc
     assert svc['User'] == ['vmmd'] and svc['Group'] == ['vmmd'], svc
     assert svc['StateDirectory'] == ['vmmd'] and svc['StateDirectoryMode'] == ['0700'], svc
@@ -1134,7 +1164,18 @@ def test_units_configured_by_meson():
     with open(os.path.join(UNITDIR, 'vmmd.service')) as f:
         source = f.read()
     # only @sbindir@ was substituted (the @groups of SystemCallFilter= stay)
-    assert text == source.replace('@sbindir@/vmmd', m.group(1)), 'vmmd.service mangled'
+    assert text == source.replace('@sbindir@', os.path.dirname(m.group(1))), \
+        'vmmd.service mangled'
+
+
+def test_units_reload_through_vmadm():
+    """ExecReload= runs vmadm reload, which answers with the daemon's verdict
+        (the manager test above uses it once vmadm has it)."""
+    assert unit_setting('vmmd.service', 'ExecReload') == \
+        ['@sbindir@/vmadm --socket /run/vmmd/admin.sock reload']
+    if not vmadm_has_reload(vmadm_bin()):
+        pytest.xfail('vmadm has no "reload" command yet (tools branch); the manager '
+                     'test reloads by SIGHUP meanwhile')
 
 
 def test_sysusers(tmp_path):

@@ -110,7 +110,10 @@ def unit_copies(tmp_path):
                  'vmmd.socket', 'vmmd-admin.socket'):
         with open(os.path.join(src, name)) as f:
             text = f.read()
-        text = text.replace('@sbindir@/vmm-web', web_bin()).replace('@sbindir@/vmmd', vmmd)
+        text = text.replace('@sbindir@/vmm-web', web_bin()).replace('@sbindir@/vmmd\n', vmmd + '\n')
+        # vmmd.service's ExecReload= is vmadm
+        text = text.replace('@sbindir@/vmadm ', (os.environ.get('VMADM_BIN') or
+                                                  '/usr/sbin/vmadm') + ' ')
         with open(os.path.join(out, name), 'w') as f:
             f.write(text)
     return out
