@@ -122,7 +122,10 @@ int listener_bind_unix(Manager *m, const char *path, Listener *l) {
                 close(fd);
                 return log_error_errno(r, "Cannot listen on %s: %s", path, strerror(-r));
         }
-        (void) chmod(path, 0660);
+        /* the mode is the first gate, vmmd's own peer check the second; with
+         * a users group its members must reach the socket too, and the peer
+         * check is then the only gate (it refuses anyone else at once) */
+        (void) chmod(path, m->users_gid_valid ? 0666 : 0660);
         if (m->admin_gid_valid && chown(path, (uid_t) -1, m->admin_gid) < 0)
                 log_warning("Cannot give %s to the admin group: %s", path, strerror(errno));
         *l = (Listener) { .manager = m, .fd = fd, .kind = SOCKET_ADMIN };
@@ -168,6 +171,12 @@ int listener_adopt(Manager *m, int fd, SocketKind kind, const char *name, Listen
                         }
                 }
         }
+        struct stat st;
+        if (kind == SOCKET_ADMIN && m->users_gid_valid && ss.ss_family == AF_UNIX &&
+            stat(l->address, &st) == 0 && (st.st_mode & 0006) != 0006)
+                log_warning("Members of the users group cannot reach %s (mode %04o): set "
+                            "SocketMode=0666 for the admin socket unit (vmmd checks every peer "
+                            "itself)", l->address, (unsigned) (st.st_mode & 07777));
         snprintf(l->address + strlen(l->address), sizeof l->address - strlen(l->address),
                  " (from systemd)");
         return 0;

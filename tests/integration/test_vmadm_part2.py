@@ -15,6 +15,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 
@@ -711,8 +712,10 @@ def users_member():
 def test_users_group_peer_books(users_member, make_daemon):
     user, group, other = users_member
     d = make_daemon(args=['--users-group', group])
-    os.chmod(d.sockdir, 0o755)
-    os.chmod(d.admin_socket, 0o666)
+    os.chmod(d.sockdir, 0o755)         # the harness's directory
+    # with a users group, vmmd opens the socket to everyone and checks every
+    # peer itself (the last assertion below: anyone else is refused)
+    assert stat.S_IMODE(os.stat(d.admin_socket).st_mode) == 0o666
     as_user = ['setpriv', f'--reuid={user}', '--regid=nogroup', '--init-groups']
     as_other = ['setpriv', f'--reuid={other}', '--regid=nogroup', '--init-groups']
     for v in ('vm1', 'vm2', 'vm3'):

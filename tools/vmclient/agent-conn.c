@@ -49,7 +49,9 @@ static void *resolve_thread(void *p) {
         /* SIGPIPE is ignored in the agent: a connection that went away just
          * makes this write fail */
         char b = 1;
-        (void) write(r->pipe_w, &b, 1);
+        if (write(r->pipe_w, &b, 1) < 0) {
+                /* the agent is gone or stopping: nobody waits for the answer */
+        }
         resolve_unref(r);
         return NULL;
 }

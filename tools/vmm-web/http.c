@@ -250,14 +250,16 @@ void req_set_cookie(Req *req, const char *token) {
         free(req->set_cookie);
         req->set_cookie = NULL;
         const char *secure = req->web->tls ? "; Secure" : "";
+        int r;
         if (token)
-                (void) asprintf(&req->set_cookie,
-                                "vmm_session=%s; HttpOnly; SameSite=Strict; Path=/%s", token,
-                                secure);
+                r = asprintf(&req->set_cookie,
+                             "vmm_session=%s; HttpOnly; SameSite=Strict; Path=/%s", token, secure);
         else
-                (void) asprintf(&req->set_cookie,
-                                "vmm_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0%s",
-                                secure);
+                r = asprintf(&req->set_cookie,
+                             "vmm_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0%s",
+                             secure);
+        if (r < 0)
+                req->set_cookie = NULL;         /* out of memory: no cookie is set */
 }
 
 static void req_call_done(void *userdata, const VmmMessage *m, int error) {

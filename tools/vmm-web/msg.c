@@ -2,6 +2,7 @@
 /* One sentence for people per event ("alice booked web-01 until 18:00 UTC"),
  * carried as "msg" in the event stream: the page shows it as a toast. Times
  * are in UTC and say so. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,18 @@ static const char *ended_how(const char *reason) {
         return "ended";
 }
 
+/* A sentence, or NULL when out of memory. */
+_printf_(1, 2) static char *sentence(const char *format, ...) {
+        va_list ap;
+        char *s;
+
+        va_start(ap, format);
+        if (vasprintf(&s, format, ap) < 0)
+                s = NULL;
+        va_end(ap);
+        return s;
+}
+
 char *event_sentence_mp(const msgpack_object *ev) {
         char type[FIELD_MAX + 1], user[FIELD_MAX + 1], vm[FIELD_MAX + 1], id[FIELD_MAX + 1],
                 name[FIELD_MAX + 1], reason[FIELD_MAX + 1], t[48], who[FIELD_MAX + 1];
@@ -84,58 +97,58 @@ char *event_sentence_mp(const msgpack_object *ev) {
         (void) snprintf(who, sizeof who, "%s", user[0] ? user : vm[0] ? vm : "someone");
 
         if (type_is(type, "booking.created"))
-                (void) asprintf(&out, "%s booked %s until %s", user, vm, t);
+                out = sentence("%s booked %s until %s", user, vm, t);
         else if (type_is(type, "booking.renewed"))
-                (void) asprintf(&out, "%s renewed %s until %s", user, vm, t);
+                out = sentence("%s renewed %s until %s", user, vm, t);
         else if (type_is(type, "booking.expiring"))
-                (void) asprintf(&out, "%s's booking of %s ends at %s", user, vm, t);
+                out = sentence("%s's booking of %s ends at %s", user, vm, t);
         else if (type_is(type, "booking.ended"))
-                (void) asprintf(&out, "%s's booking of %s %s", user, vm, ended_how(reason));
+                out = sentence("%s's booking of %s %s", user, vm, ended_how(reason));
         else if (type_has_prefix(type, "group.")) {
                 const char *verb = type_is(type, "group.created") ? "was created"
                                    : type_is(type, "group.deleted") ? "was deleted" : "changed";
                 if (name[0])
-                        (void) asprintf(&out, "Group %s (%s) %s", id, name, verb);
+                        out = sentence("Group %s (%s) %s", id, name, verb);
                 else
-                        (void) asprintf(&out, "Group %s %s", id, verb);
+                        out = sentence("Group %s %s", id, verb);
         } else if (type_has_prefix(type, "user."))
-                (void) asprintf(&out, "User %s %s", name,
+                out = sentence("User %s %s", name,
                                 type_is(type, "user.created") ? "was created"
                                 : type_is(type, "user.deleted") ? "was deleted" : "changed");
         else if (type_is(type, "vm.status")) {
                 char status[FIELD_MAX + 1];
                 field(ev, "status", status, sizeof status);
-                (void) asprintf(&out, "%s is now %s", vm, status);
+                out = sentence("%s is now %s", vm, status);
         } else if (type_has_prefix(type, "vm."))
-                (void) asprintf(&out, "%s %s", vm, vm_verb(type));
+                out = sentence("%s %s", vm, vm_verb(type));
         else if (type_is(type, "session.started"))
-                (void) asprintf(&out, "%s logged in", who);
+                out = sentence("%s logged in", who);
         else if (type_is(type, "session.ended"))
-                (void) asprintf(&out, "%s's session ended (%s)", who, reason[0] ? reason : "ended");
+                out = sentence("%s's session ended (%s)", who, reason[0] ? reason : "ended");
         else if (type_is(type, "auth.failed"))
-                (void) asprintf(&out, "A login as %s failed", who);
+                out = sentence("A login as %s failed", who);
         else if (type_has_prefix(type, "request.")) {
                 char requester[FIELD_MAX + 1];
                 field(ev, "requester", requester, sizeof requester);
                 if (type_is(type, "request.created"))
-                        (void) asprintf(&out, "%s filed VM request %s", requester, id);
+                        out = sentence("%s filed VM request %s", requester, id);
                 else
-                        (void) asprintf(&out, "VM request %s of %s was %s", id, requester,
+                        out = sentence("VM request %s of %s was %s", id, requester,
                                         type + strlen("request."));
         } else if (type_is(type, "os.created"))
-                (void) asprintf(&out, "OS %s was added to the catalog", id);
+                out = sentence("OS %s was added to the catalog", id);
         else if (type_is(type, "os.deleted"))
-                (void) asprintf(&out, "OS %s was removed from the catalog", id);
+                out = sentence("OS %s was removed from the catalog", id);
         else if (type_is(type, "events.truncated"))
-                (void) asprintf(&out, "Some older events are no longer kept: reload the page to "
+                out = sentence("Some older events are no longer kept: reload the page to "
                                 "see the current state");
         else if (type_has_prefix(type, "conn.")) {
                 char conn[FIELD_MAX + 1], peer[FIELD_MAX + 1];
                 field(ev, "conn", conn, sizeof conn);
                 field(ev, "peer", peer, sizeof peer);
-                (void) asprintf(&out, "Connection %s from %s %s", conn, peer,
+                out = sentence("Connection %s from %s %s", conn, peer,
                                 type_is(type, "conn.opened") ? "opened" : "closed");
         } else
-                (void) asprintf(&out, "Event %s", type[0] ? type : "(no type)");
+                out = sentence("Event %s", type[0] ? type : "(no type)");
         return out;
 }
