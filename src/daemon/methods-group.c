@@ -114,6 +114,27 @@ static int move_vms(Request *r, StoreTxn *t, const ParamList *ids, uint64_t id) 
         return q;
 }
 
+/* not_found when one of the listed VMs does not exist. */
+static int check_vms_exist(Request *r, StoreTxn *t, const ParamList *ids) {
+        StoreVm *vm = malloc(sizeof *vm);
+        int q = 0;
+
+        if (!vm)
+                return -ENOMEM;
+        for (uint32_t i = 0; q >= 0 && ids->set && i < ids->n; i++) {
+                char vm_id[VMM_VM_ID_MAX + 1];
+                ParamStr s = { .set = true, .ptr = ids->items[i].via.str.ptr,
+                               .len = ids->items[i].via.str.size };
+
+                pstr_copy(vm_id, sizeof vm_id, &s);
+                q = store_vm_get(t, vm_id, vm);
+                if (q == -ENOENT)
+                        q = rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", vm_id);
+        }
+        free(vm);
+        return q;
+}
+
 static int name_taken(Request *r, const char *name) {
         return rpc_fail(r, VMM_E_EXISTS, "a group named '%s' exists already", name);
 }
@@ -125,6 +146,10 @@ static int create_write(Request *r, StoreTxn *t) {
 
         pstr_copy(st->group.name, sizeof st->group.name, &p->name);
         st->group.created_at = now_ms();
+        /* not_found (a VM) wins over exists (the name): the errors table's order */
+        q = check_vms_exist(r, t, &p->vm_ids);
+        if (q < 0)
+                return q;
         q = store_group_create(t, &st->group);
         if (q == -EEXIST)
                 return name_taken(r, st->group.name);
