@@ -89,13 +89,19 @@ static int group_not_found(Request *r, uint64_t id) {
         return rpc_fail(r, VMM_E_NOT_FOUND, "group %" PRIu64 " does not exist", id);
 }
 
-/* Moves the listed VMs into group id (all must exist). */
+/* Moves the listed VMs into group id (all must exist). The groups they
+ * leave changed too: each gets its group.changed event. */
 static int move_vms(Request *r, StoreTxn *t, const ParamList *ids, uint64_t id) {
         StoreVm *vm = malloc(sizeof *vm);
+        uint64_t *left = ids->set && ids->n ? calloc(ids->n, sizeof *left) : NULL;
+        uint32_t n_left = 0;
         int q = 0;
 
-        if (!vm)
+        if (!vm || (ids->set && ids->n && !left)) {
+                free(vm);
+                free(left);
                 return -ENOMEM;
+        }
         for (uint32_t i = 0; q >= 0 && ids->set && i < ids->n; i++) {
                 char vm_id[VMM_VM_ID_MAX + 1];
                 ParamStr s = { .set = true, .ptr = ids->items[i].via.str.ptr,
@@ -106,11 +112,20 @@ static int move_vms(Request *r, StoreTxn *t, const ParamList *ids, uint64_t id) 
                 if (q == -ENOENT)
                         q = rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", vm_id);
                 else if (q >= 0 && vm->group != id) {
+                        uint32_t k = 0;
+                        while (k < n_left && left[k] != vm->group)
+                                k++;
+                        if (vm->group != 0 && k == n_left)
+                                left[n_left++] = vm->group;
                         vm->group = id;
                         q = store_vm_put(t, vm, NULL);
                 }
         }
+        for (uint32_t k = 0; q >= 0 && k < n_left; k++)
+                q = events_append(r, t, &(Event) { .type = "group.changed", .has_id = true,
+                                                   .id = left[k] });
         free(vm);
+        free(left);
         return q;
 }
 
