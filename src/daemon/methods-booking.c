@@ -544,8 +544,17 @@ static int get_start(Request *r) {
                 snprintf(vm_id, sizeof vm_id, "%s", r->caller.vm_id);
         } else if (!p->vm_id.set)
                 return rpc_fail(r, VMM_E_BAD_REQUEST, "missing field 'vm_id'");
-        else
+        else {
+                StoreVm *vm = malloc(sizeof *vm);
+
                 pstr_copy(vm_id, sizeof vm_id, &p->vm_id);
+                q = vm ? read_vm(r, vm_id, vm) : -ENOMEM;
+                free(vm);
+                if (q == -ENOENT)
+                        return rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", vm_id);
+                if (q < 0)
+                        return q;
+        }
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         q = pack_booking_result(r->manager, &pk, vm_id);
