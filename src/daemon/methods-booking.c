@@ -403,6 +403,11 @@ static int create_write(Request *r, StoreTxn *t) {
         uint64_t pos;
         int q;
 
+        /* forbidden (too many bookings) wins over not_found and conflict:
+         * the errors table's order */
+        if (store_user_booking_count(t, st->booking.user) >= st->per_user)
+                return rpc_fail(r, VMM_E_FORBIDDEN, "%s holds %" PRIu64 " bookings already (the "
+                                "most one may hold)", st->booking.user, st->per_user);
         if (p->group.set) {
                 StoreGroup g;
                 Pick pk = { .t = t, .vm = malloc(sizeof(StoreVm)) };
@@ -440,9 +445,6 @@ static int create_write(Request *r, StoreTxn *t) {
                 if (q != -ENOENT)
                         return q;
         }
-        if (store_user_booking_count(t, st->booking.user) >= st->per_user)
-                return rpc_fail(r, VMM_E_FORBIDDEN, "%s holds %" PRIu64 " bookings already (the "
-                                "most one may hold)", st->booking.user, st->per_user);
         snprintf(st->booking.vm_id, sizeof st->booking.vm_id, "%s", st->vm_id);
         st->booking.started_at = st->now;
         st->booking.expires_at = st->now + st->duration_ms;
