@@ -492,13 +492,20 @@ static int renew_write(Request *r, StoreTxn *t) {
         uint64_t pos;
         int q;
 
-        q = held_by_caller(r, t);
+        q = store_booking_get(t, st->vm_id, &st->booking);
+        if (q == -ENOENT)
+                return rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' is not booked", st->vm_id);
         if (q < 0)
                 return q;
+        /* past the cap is bad_request, which wins over forbidden (not the
+         * holder): the errors table's order */
         int64_t from = MAX(st->now, st->booking.expires_at);
         if (from + st->duration_ms > st->now + st->max_ms)
                 return rpc_fail(r, VMM_E_BAD_REQUEST, "a booking ends at most %" PRIu64
                                 " hours from now", (uint64_t) (st->max_ms / 3600000));
+        q = held_by_caller(r, t);
+        if (q < 0)
+                return q;
         st->booking.expires_at = from + st->duration_ms;
         st->booking.warned = false;     /* a renewal re-arms the warning */
         q = store_booking_put(t, &st->booking);
