@@ -505,10 +505,33 @@ def test_deleting_a_vm_or_a_user_ends_bookings(d, people):
         assert a.ok('booking.get', {'vm_id': 'del-3'}) == {'booking': None}
         assert not [b for b in a.ok('booking.list', {})['bookings']
                     if b['vm_id'].startswith('del-')]
+        # `end`, and by says who ended it
         ents, _ = history_all(a, {'vm_id': 'del-2'})
+        assert [(e['action'], e['by']) for e in ents][:1] == [('end', 'root')], ents
         assert [e['action'] for e in ents] == ['end', 'book'], ents
         ents, _ = history_all(a, {'vm_id': 'del-1'})
+        assert [(e['action'], e['by']) for e in ents][:1] == [('end', 'root')], ents
         assert [e['action'] for e in ents] == ['end', 'book'], ents
         # the VMs of the deleted user are free again
         a.ok('booking.create', {'vm_id': 'del-2', 'minutes': 5, 'user': 'bk-bob'})
         a.ok('booking.cancel', {'vm_id': 'del-2'})
+
+
+def test_expiring_is_sent_once_also_across_a_restart(make_daemon):
+    dd = make_daemon()
+    with admin(dd) as a:
+        create_vms(a, ['eo-1'])
+        w = admin(dd)
+        watch(w, types=['booking.expiring'])
+        # 5 minutes, within the 15-minute warning: at once
+        b = a.ok('booking.create', {'vm_id': 'eo-1', 'minutes': 5, 'user': 'eo-u'})
+        evs = p2util.read_events(w, lambda e: e, 10)
+        assert evs[0]['expires_at'] == b['expires_at'], evs
+        assert p2util.quiet_events(w, 1.5) == [], 'booking.expiring sent twice'
+        w.close()
+    dd.restart()
+    with admin(dd) as w:
+        res = watch(w, since=0, types=['booking.'])
+        evs = p2util.read_events(w, p2util.until_feed(res['feed']))
+        evs += p2util.quiet_events(w, 1.5)
+        assert [e['type'] for e in evs] == ['booking.created', 'booking.expiring'], evs

@@ -702,3 +702,41 @@ def test_tcp_watch_ends_with_its_session(make_daemon):
             a.ok('booking.cancel', {'vm_id': 'we-1'})
         evs = read_events(u3, lambda e: e)
         assert evs[0]['type'] == 'booking.ended', evs
+
+
+def test_watch_follows_a_role_change_at_once(make_daemon):
+    """Role changes apply to existing sessions at once: a watching admin who
+    is made a viewer no longer sees what only admins see, and a viewer made
+    admin starts to."""
+    d = make_daemon()
+    with admin(d) as a:
+        make_user(a, 'rw-adm', 'admin')
+        make_user(a, 'rw-vic', 'viewer')
+    adm = user_login(d, 'rw-adm')
+    vic = user_login(d, 'rw-vic')
+    try:
+        watch(adm, types=['user.', 'group.'])
+        watch(vic, types=['user.', 'group.'])
+        with admin(d) as a:
+            a.ok('user.set', {'name': 'rw-adm', 'role': 'viewer'})
+            a.ok('user.set', {'name': 'rw-vic', 'role': 'admin'})
+            a.ok('user.create', {'name': 'rw-new', 'role': 'viewer'}, timeout=LONG)
+            a.ok('group.create', {'name': 'rw-marker'})
+        got = {}
+        for name, c in (('rw-adm', adm), ('rw-vic', vic)):
+            evs = []
+            deadline = time.monotonic() + 10
+            while not any(e.get('type') == 'group.created' for e in evs):
+                assert time.monotonic() < deadline, (name, evs)
+                msg = c.read(deadline - time.monotonic())
+                if msg[0] == 2:
+                    evs.append(p2util.as_event(msg))
+            got[name] = [(e['type'], e.get('name')) for e in evs]
+        # the changes of roles themselves happened while each was what it was
+        assert ('user.created', 'rw-new') not in got['rw-adm'], \
+            f'a demoted admin still sees user.*: {got["rw-adm"]}'
+        assert ('user.created', 'rw-new') in got['rw-vic'], \
+            f'a viewer made admin does not see user.*: {got["rw-vic"]}'
+    finally:
+        adm.close()
+        vic.close()

@@ -236,6 +236,9 @@ def test_vm_sets_its_own_metadata(d, people):
         c.err('vm.get', {'vm_id': 'vc-1'}, 'forbidden')
         c.err('vm.get', {'vm_id': 'vo-none'}, 'forbidden')
         c.err('booking.get', {'vm_id': 'vc-1'}, 'forbidden')
+        # booking.get without vm_id: its own
+        assert c.ok('booking.get', {}) == {'booking': None}
+        assert c.ok('booking.get', {'vm_id': 'vo-1'}) == {'booking': None}
     # an undescribed VM made by an admin describes itself with vm.add
     with admin(d) as a:
         a.ok('vm.create', {'vm_id': 'vo-2', 'password': PW}, timeout=LONG)

@@ -51,6 +51,21 @@ def test_os_ids_count_from_one_never_reused(make_daemon):
         assert [o['id'] for o in a.ok('os.list', {})['os']] == [1, 4]
 
 
+def test_request_ids_count_from_one_never_reused(make_daemon):
+    dd = make_daemon()
+    with admin(dd) as a:
+        p2util.make_user(a, 'ri-user')
+    with p2util.user_login(dd, 'ri-user') as c:
+        token = c.token
+        assert c.ok('request.create', {'description': 'a', 'ram': 1, 'cpu': 1})['id'] == 1
+        assert c.ok('request.create', {'description': 'b', 'ram': 1, 'cpu': 1})['id'] == 2
+        c.ok('request.cancel', {'id': 2})
+    dd.restart()
+    with p2util.resumed(dd, token) as c:
+        assert c.ok('request.create', {'description': 'c', 'ram': 1, 'cpu': 1})['id'] == 3
+        assert [r['id'] for r in c.ok('request.list', {})['requests']] == [1, 2, 3]
+
+
 def test_os_create_list_delete(d, people):
     with admin(d) as a:
         w = admin(d)

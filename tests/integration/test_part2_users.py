@@ -458,3 +458,94 @@ def test_user_sessions_on_session_list_and_revoke(d):
         c.err('whoami', {}, 'unauthenticated')
     finally:
         c.close()
+
+
+def test_user_session_expires_like_a_vm_session(make_daemon):
+    dd = make_daemon(args=['--session-ttl', '2'])
+    with admin(dd) as a:
+        make_user(a, 'ttl-lee', 'viewer')
+        w = admin(dd)
+        p2util.watch(w, types=['session.'])
+    c = user_login(dd, 'ttl-lee')
+    token = c.token
+    # attached and in use: it stays
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert c.ok('whoami')['name'] == 'ttl-lee'
+        time.sleep(0.2)
+    c.close()
+    # unused for longer than the ttl: it ends, and says so
+    evs = p2util.read_events(w, lambda e: any(x['type'] == 'session.ended' for x in e), 15)
+    ended = [x for x in evs if x['type'] == 'session.ended']
+    assert ended[0]['user'] == 'ttl-lee' and ended[0]['reason'] == 'expired', evs
+    w.close()
+    with tcp(dd) as s:
+        s.err('resume', {'token': token}, 'unauthenticated')
+        s.err('whoami', {'token': token}, 'unauthenticated')
+
+
+def test_user_auth_peer_from_a_trusted_proxy(make_daemon):
+    """user.auth takes `peer` only from a trusted proxy; failed logins then
+    count against the address it names."""
+    plain = make_daemon(args=['--auth-failures-per-minute', '2'])
+    with admin(plain) as a:
+        make_user(a, 'tp-max')
+    with tcp(plain) as c:
+        c.err('user.auth', {'name': 'tp-max', 'password': PW, 'peer': '203.0.113.5'},
+              'forbidden')
+    dd = make_daemon(args=['--trusted-proxies', '127.0.0.1', '--auth-failures-per-minute', '2'])
+    with admin(dd) as a:
+        make_user(a, 'tp-max')
+        w = admin(dd)
+        p2util.watch(w, types=['auth.'])
+    with tcp(dd) as c:
+        for _ in range(2):
+            c.err('user.auth', {'name': 'tp-max', 'password': 'wrong-pw-9',
+                                'peer': '203.0.113.5'}, 'unauthenticated', timeout=LONG)
+        c.err('user.auth', {'name': 'tp-max', 'password': PW, 'peer': '203.0.113.5'},
+              'rate_limited')
+        # another address behind the same proxy is not limited, nor the proxy
+        res = c.ok('user.auth', {'name': 'tp-max', 'password': PW, 'peer': '203.0.113.6'},
+                   timeout=LONG)
+        assert res['name'] == 'tp-max'
+    with tcp(dd) as c:
+        c.ok('user.auth', {'name': 'tp-max', 'password': PW}, timeout=LONG)
+    evs = p2util.read_events(w, lambda e: len(e) >= 2)
+    w.close()
+    assert [e['type'] for e in evs] == ['auth.failed'] * 2, evs
+    assert all(e['peer'] == '203.0.113.5' or e['peer'].startswith('203.0.113.5:')
+               for e in evs), evs
+
+
+def test_token_only_where_a_session_is_needed(d):
+    with admin(d) as a:
+        make_user(a, 'tk-ned', 'viewer')
+    with user_login(d, 'tk-ned') as c:
+        token = c.token
+    with tcp(d) as c:
+        c.err('user.auth', {'name': 'tk-ned', 'password': PW, 'token': token}, 'bad_request')
+        c.err('ping', {'token': token}, 'bad_request')
+        assert c.ok('booking.list', {'token': token})['bookings'] == []
+
+
+def test_sessions_per_user(make_daemon):
+    """A user holds at most sessions_per_vm sessions; a new login past that
+    ends its oldest (reason evicted)."""
+    dd = make_daemon(args=['--sessions-per-vm', '2'])
+    with admin(dd) as a:
+        make_user(a, 'sp-ola', 'viewer')
+        w = admin(dd)
+        p2util.watch(w, types=['session.ended'])
+    conns = [user_login(dd, 'sp-ola') for _ in range(3)]
+    try:
+        evs = p2util.read_events(w, lambda e: e, 10)
+        assert evs[0]['user'] == 'sp-ola' and evs[0]['reason'] == 'evicted', evs
+        conns[0].err('whoami', {}, 'unauthenticated')
+        for c in conns[1:]:
+            assert c.ok('whoami')['name'] == 'sp-ola'
+        with admin(dd) as a:
+            assert len(a.ok('session.list', {'user': 'sp-ola'})['sessions']) == 2
+    finally:
+        w.close()
+        for c in conns:
+            c.close()
