@@ -293,7 +293,11 @@ static void watch_send(Watch *w, const uint8_t *entries, size_t len, uint32_t n_
                 return;
         }
         conn_send_soon(c);
-        /* a watch on TCP ends with the session it runs as */
+}
+
+/* A watch on TCP ends with the session it runs as, after the event that
+ * says so: whether or not its types let it see that event. */
+static void note_end(Watch *w, const EventMeta *meta) {
         if (w->has_session && strcmp(meta->type, "session.ended") == 0 &&
             strcmp(meta->session, w->session) == 0)
                 w->client->watch_ended = true;
@@ -328,9 +332,13 @@ void events_emit(Events *ev, const Event *e) {
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         if (event_pack(&pk, e, e->time ? e->time : now_ms()) >= 0)
-                for (Watch *w = ev->watchers; w; w = w->next)
-                        if (w->started && may_see(w, &meta))
+                for (Watch *w = ev->watchers; w; w = w->next) {
+                        if (!w->started)
+                                continue;
+                        if (may_see(w, &meta))
                                 watch_send_bytes(w, (const uint8_t *) sb.data, sb.size, 0, &meta);
+                        note_end(w, &meta);
+                }
         msgpack_sbuffer_destroy(&sb);
         reap_ended(ev);
 }
@@ -370,6 +378,7 @@ void events_publish_list(Events *ev, PendingEvent **list) {
                         w->last_feed = p->pos;
                         if (may_see(w, &meta))
                                 watch_send_bytes(w, p->data, p->len, p->pos, &meta);
+                        note_end(w, &meta);
                 }
         }
         events_list_free(list);
@@ -388,12 +397,15 @@ static int replay_one(void *userdata, uint64_t pos, const void *data, size_t len
         ReplayTurn *t = userdata;
         EventMeta meta;
 
-        if (pos > t->until || t->sent >= REPLAY_CHUNK)
+        if (pos > t->until || t->sent >= REPLAY_CHUNK || t->watch->client->watch_ended)
                 return 1;
         t->watch->last_feed = pos;
         t->sent++;
-        if (meta_from_bytes(data, len, &meta) >= 0 && may_see(t->watch, &meta))
-                watch_send_bytes(t->watch, data, len, pos, &meta);
+        if (meta_from_bytes(data, len, &meta) >= 0) {
+                if (may_see(t->watch, &meta))
+                        watch_send_bytes(t->watch, data, len, pos, &meta);
+                note_end(t->watch, &meta);
+        }
         return 0;
 }
 
