@@ -740,3 +740,24 @@ def test_watch_follows_a_role_change_at_once(make_daemon):
     finally:
         adm.close()
         vic.close()
+
+
+def test_tcp_watch_of_other_types_ends_with_its_session_too(make_daemon):
+    """A watch that filters out session.* still ends with its session: it
+    does not get the session.ended, and nothing after it."""
+    d = make_daemon()
+    with admin(d) as a:
+        create_vms(a, ['wo-1'])
+        make_user(a, 'wo-alice')
+    u = user_login(d, 'wo-alice')
+    try:
+        watch(u, types=['booking.'])
+        with admin(d) as a:
+            a.ok('booking.create', {'vm_id': 'wo-1', 'minutes': 30, 'user': 'x'})
+            assert read_events(u, lambda e: e)[0]['type'] == 'booking.created'
+            a.ok('session.revoke', {'user': 'wo-alice'})
+            a.ok('booking.cancel', {'vm_id': 'wo-1'})
+        rest = quiet_events(u, 0.5)
+        assert rest == [], f'events after the session ended: {rest}'
+    finally:
+        u.close()
