@@ -110,14 +110,15 @@ def test_expiry_within_a_second_after_expiring(w):
     assert end['expires_at'] == a['expires_at'], end
     assert a['expires_at'] <= end['time'] <= a['expires_at'] + 1000, \
         f'ended {end["time"] - a["expires_at"]} ms after expires_at'
-    assert w.arrived[i_end] <= a['expires_at'] + 2000, \
+    # within 1 s, plus a little for the event to reach us on a busy machine
+    assert w.arrived[i_end] <= a['expires_at'] + 1500, \
         f'the event arrived {w.arrived[i_end] - a["expires_at"]} ms after expires_at'
     # booking.expiring first, once for this end time
     exp = of(w, 'ex-a', 'booking.expiring')
     assert len(exp) == 1 and exp[0][0] < i_end, w.events
     assert exp[0][1]['expires_at'] == a['expires_at'], exp
     # sent at once (a 1-minute booking is within the 1-minute warning)
-    assert exp[0][1]['time'] - a['started_at'] <= 1000, exp
+    assert exp[0][1]['time'] - a['started_at'] <= 2000, exp
     with admin(w.live) as c:
         assert c.ok('booking.get', {'vm_id': 'ex-a'}) == {'booking': None}
         assert c.ok('vm.get', {'vm_id': 'ex-a'})['booking'] is None

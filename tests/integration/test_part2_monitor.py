@@ -46,8 +46,11 @@ def test_report_persists_metadata_and_carries_the_booking(d):
             assert rec['os'] == REPORT['os'], rec
             b = a.ok('booking.create', {'vm_id': 'rp-1', 'minutes': 30, 'user': 'rp-user'})
         # a second later: allowed again, and the booking is in the answer
-        time.sleep(1.05)
-        res = vm.ok('vm.report', {'uptime': 3601})
+        out = []
+        assert p2util.wait_until(
+            lambda: out.append(vm.call('vm.report', {'uptime': 3601})) or out[-1][0] is None,
+            3.0, 0.1), out
+        res = out[-1][1]
         assert res == {'booking': {'vm_id': 'rp-1', 'user': 'rp-user',
                                    'started_at': b['started_at'],
                                    'expires_at': b['expires_at']}} or \
@@ -71,23 +74,34 @@ def test_report_rate_limit_per_vm(d):
     vm = new_vm(d, 'rl-1')
     other = new_vm(d, 'rl-2')
     vm_again = p2util.resumed(d, vm.token)
+    s = tcp(d)
     try:
-        vm.ok('vm.report', {'uptime': 1})
-        t0 = time.monotonic()
-        vm.err('vm.report', {'uptime': 2}, 'rate_limited')
-        # per VM: its other connection too, and through the token
-        vm_again.err('vm.report', {'uptime': 2}, 'rate_limited')
-        with tcp(d) as s:
-            s.err('vm.report', {'uptime': 2, 'token': vm.token}, 'rate_limited')
-        # bad_request comes first
-        vm.err('vm.report', {'uptime': -1}, 'bad_request')
-        # another VM is not limited by it
-        other.ok('vm.report', {'uptime': 1})
-        assert time.monotonic() - t0 < 1.0, 'too slow to test the 1 s limit'
+        # every refusal below must fall within the second after a report: on
+        # a machine too busy for that, the round is tried again (bounded)
+        for attempt in range(5):
+            assert p2util.wait_until(lambda: vm.call('vm.report', {'uptime': 1})[0] is None,
+                                     3.0, 0.05)
+            t0 = time.monotonic()
+            got = [vm.call('vm.report', {'uptime': 2}),
+                   # per VM: its other connection too, and through the token
+                   vm_again.call('vm.report', {'uptime': 2}),
+                   s.call('vm.report', {'uptime': 2, 'token': vm.token}),
+                   # bad_request comes first
+                   vm.call('vm.report', {'uptime': -1})]
+            # another VM is not limited by it
+            other_res = other.call('vm.report', {'uptime': 1})
+            if time.monotonic() - t0 < 0.9:
+                break
+            time.sleep(1.0)             # let the other VM's window pass too
+        else:
+            raise AssertionError('never 4 calls within 0.9 s: the machine is too slow')
+        codes = [e[0] if e else None for e, _ in got]
+        assert codes == ['rate_limited'] * 3 + ['bad_request'], got
+        assert other_res[0] is None, other_res
         # a refused report changed nothing
         with admin(d) as a:
             mon = a.ok('vm.monitor', {'vm_id': 'rl-1'})
-            assert mon['report']['uptime'] == 1 and len(mon['history']) == 1, mon
+            assert mon['report']['uptime'] == 1, mon
         # after the second: allowed
         assert p2util.wait_until(lambda: vm.call('vm.report', {'uptime': 3})[0] is None,
                                  3.0, 0.1)
@@ -95,7 +109,7 @@ def test_report_rate_limit_per_vm(d):
             mon = a.ok('vm.monitor', {'vm_id': 'rl-1'})
             assert mon['report']['uptime'] == 3, mon
     finally:
-        for c in (vm, other, vm_again):
+        for c in (vm, other, vm_again, s):
             c.close()
 
 
