@@ -542,3 +542,20 @@ def test_moving_a_vm_changes_both_groups(d):
             sorted([('group.created', g3), ('group.changed', g2)]), evs
         assert a.ok('group.get', {'id': g2})['vm_ids'] == []
         w.close()
+
+
+def test_status_counts_part2_methods(d):
+    with admin(d) as a:
+        before = a.ok('status')['methods']
+        a.ok('group.create', {'name': 'st-g'})
+        a.err('group.create', {'name': 'st-g'}, 'exists')
+        a.err('group.get', {'id': 999999}, 'not_found')
+        after = a.ok('status')['methods']
+
+        def delta(m, k):
+            return after.get(m, {}).get(k, 0) - before.get(m, {}).get(k, 0)
+        assert (delta('group.create', 'calls'), delta('group.create', 'errors')) == (2, 1), \
+            (before.get('group.create'), after.get('group.create'))
+        assert (delta('group.get', 'calls'), delta('group.get', 'errors')) == (1, 1)
+        for k in ('calls', 'errors', 'p50_us', 'p99_us'):
+            assert k in after['group.create'], after['group.create']

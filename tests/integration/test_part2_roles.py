@@ -501,3 +501,40 @@ def test_user_peer_outside_the_users_group_is_refused(make_daemon):
             assert closed and len(msgs) == 1 and msgs[0][2]['code'] == 'forbidden', msgs
     finally:
         users.remove()
+
+
+# bad_request is first in the errors table: it wins over unauthenticated and
+# forbidden whoever calls ("checked ... after the params are validated")
+BAD_PARAMS = {
+    'user.create': {'name': 'bad name!'},
+    'user.list': {'limit': 0},
+    'vm.set': {'vm_id': 'mx-free', 'ram': 0},
+    'group.create': {'name': ''},
+    'booking.create': {'vm_id': 'mx-free', 'minutes': 0},
+    'booking.list': {'limit': 10001},
+    'os.create': {'name': 'x'},
+    'request.create': {'description': 'x', 'ram': 1, 'cpu': 1, 'count': 17},
+    'request.approve': {'id': 1, 'vm_ids': ['bad id!']},
+    'vm.monitor': {'vm_id': 'bad id!'},
+    'events.watch': {'since': -1},
+    'whoami': {'bogus': 1},
+}
+
+
+def test_bad_request_wins_over_refusals(make_daemon):
+    d = make_daemon(args=['--auth-failures-per-minute', '1000'])
+    with admin(d) as a:
+        make_user(a, 'br-viewer', 'viewer')
+        a.ok('vm.create', {'vm_id': 'br-vm', 'password': PW}, timeout=LONG)
+    callers = {'anon': tcp(d), 'viewer': p2util.user_login(d, 'br-viewer'),
+               'vm': p2util.vm_login(d, 'br-vm')}
+    try:
+        for who, c in callers.items():
+            for m, params in BAD_PARAMS.items():
+                exp = expected(who, m, False)
+                err, res = c.call(m, params, timeout=LONG)
+                assert err and err[0] == 'bad_request', \
+                    f'{who} {m} {params}: {err or res} (a good call would be {exp})'
+    finally:
+        for c in callers.values():
+            c.close()
