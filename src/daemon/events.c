@@ -10,6 +10,7 @@
 #include "shared/clock.h"
 #include "shared/macro.h"
 #include "shared/mpout.h"
+#include "shared/secret.h"
 
 #define REPLAY_CHUNK 1000               /* feed events sent per watcher per turn */
 #define REPLAY_RETRY_USEC (10 * 1000)   /* every watcher blocked: look again later */
@@ -21,6 +22,7 @@ typedef struct EventMeta {
         char user[STORE_NAME_MAX + 1];
         char requester[STORE_NAME_MAX + 1];
         char session[SECRET_SESSION_ID_LEN + 1];
+        char name[STORE_NAME_MAX + 1];  /* user.* */
 } EventMeta;
 
 struct PendingEvent {
@@ -121,6 +123,7 @@ static void meta_from_event(const Event *e, EventMeta *m) {
         snprintf(m->user, sizeof m->user, "%s", e->user ? e->user : "");
         snprintf(m->requester, sizeof m->requester, "%s", e->requester ? e->requester : "");
         snprintf(m->session, sizeof m->session, "%s", e->session ? e->session : "");
+        snprintf(m->name, sizeof m->name, "%s", e->name ? e->name : "");
 }
 
 /* Reads the map header of stored event bytes: entries and header size. */
@@ -172,6 +175,8 @@ static int meta_from_bytes(const uint8_t *data, size_t len, EventMeta *m) {
                                 copy_str(v, m->requester, sizeof m->requester);
                         else if (streq_n(k->via.str.ptr, k->via.str.size, "session"))
                                 copy_str(v, m->session, sizeof m->session);
+                        else if (streq_n(k->via.str.ptr, k->via.str.size, "name"))
+                                copy_str(v, m->name, sizeof m->name);
                 }
                 r = m->type[0] ? 0 : -EBADMSG;
         }
@@ -288,7 +293,11 @@ static void watch_send(Watch *w, const uint8_t *entries, size_t len, uint32_t n_
                 return;
         }
         conn_send_soon(c);
-        /* a watch on TCP ends with the session it runs as */
+}
+
+/* A watch on TCP ends with the session it runs as, after the event that
+ * says so: whether or not its types let it see that event. */
+static void note_end(Watch *w, const EventMeta *meta) {
         if (w->has_session && strcmp(meta->type, "session.ended") == 0 &&
             strcmp(meta->session, w->session) == 0)
                 w->client->watch_ended = true;
@@ -323,11 +332,34 @@ void events_emit(Events *ev, const Event *e) {
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         if (event_pack(&pk, e, e->time ? e->time : now_ms()) >= 0)
-                for (Watch *w = ev->watchers; w; w = w->next)
-                        if (w->started && may_see(w, &meta))
+                for (Watch *w = ev->watchers; w; w = w->next) {
+                        if (!w->started)
+                                continue;
+                        if (may_see(w, &meta))
                                 watch_send_bytes(w, (const uint8_t *) sb.data, sb.size, 0, &meta);
+                        note_end(w, &meta);
+                }
         msgpack_sbuffer_destroy(&sb);
         reap_ended(ev);
+}
+
+/* A user's role changed: its watches see from now on what the new role
+ * may see (role changes apply to existing sessions at once). */
+static void refresh_role(Events *ev, const char *name) {
+        StoreTxn *t = NULL;
+        StoreUser u;
+        int q;
+
+        if (store_read_begin(ev->manager->store, &t) < 0)
+                return;
+        q = store_user_get(t, name, &u);
+        store_read_end(t);
+        if (q < 0)
+                return;         /* deleted: its sessions (and watches) end */
+        for (Watch *w = ev->watchers; w; w = w->next)
+                if (w->kind == PRINCIPAL_USER && strcmp(w->name, name) == 0)
+                        w->admin = u.role >= STORE_ROLE_ADMIN;
+        secret_wipe(u.pwhash, sizeof u.pwhash);
 }
 
 void events_publish_list(Events *ev, PendingEvent **list) {
@@ -338,12 +370,15 @@ void events_publish_list(Events *ev, PendingEvent **list) {
                         ev->last = p->pos;
                 if (!ev->watchers || meta_from_bytes(p->data, p->len, &meta) < 0)
                         continue;
+                if (strcmp(meta.type, "user.changed") == 0)
+                        refresh_role(ev, meta.name);
                 for (Watch *w = ev->watchers; w; w = w->next) {
                         if (!w->started || w->replaying || p->pos <= w->last_feed)
                                 continue;
                         w->last_feed = p->pos;
                         if (may_see(w, &meta))
                                 watch_send_bytes(w, p->data, p->len, p->pos, &meta);
+                        note_end(w, &meta);
                 }
         }
         events_list_free(list);
@@ -362,12 +397,15 @@ static int replay_one(void *userdata, uint64_t pos, const void *data, size_t len
         ReplayTurn *t = userdata;
         EventMeta meta;
 
-        if (pos > t->until || t->sent >= REPLAY_CHUNK)
+        if (pos > t->until || t->sent >= REPLAY_CHUNK || t->watch->client->watch_ended)
                 return 1;
         t->watch->last_feed = pos;
         t->sent++;
-        if (meta_from_bytes(data, len, &meta) >= 0 && may_see(t->watch, &meta))
-                watch_send_bytes(t->watch, data, len, pos, &meta);
+        if (meta_from_bytes(data, len, &meta) >= 0) {
+                if (may_see(t->watch, &meta))
+                        watch_send_bytes(t->watch, data, len, pos, &meta);
+                note_end(t->watch, &meta);
+        }
         return 0;
 }
 

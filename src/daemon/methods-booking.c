@@ -403,6 +403,11 @@ static int create_write(Request *r, StoreTxn *t) {
         uint64_t pos;
         int q;
 
+        /* forbidden (too many bookings) wins over not_found and conflict:
+         * the errors table's order */
+        if (store_user_booking_count(t, st->booking.user) >= st->per_user)
+                return rpc_fail(r, VMM_E_FORBIDDEN, "%s holds %" PRIu64 " bookings already (the "
+                                "most one may hold)", st->booking.user, st->per_user);
         if (p->group.set) {
                 StoreGroup g;
                 Pick pk = { .t = t, .vm = malloc(sizeof(StoreVm)) };
@@ -440,9 +445,6 @@ static int create_write(Request *r, StoreTxn *t) {
                 if (q != -ENOENT)
                         return q;
         }
-        if (store_user_booking_count(t, st->booking.user) >= st->per_user)
-                return rpc_fail(r, VMM_E_FORBIDDEN, "%s holds %" PRIu64 " bookings already (the "
-                                "most one may hold)", st->booking.user, st->per_user);
         snprintf(st->booking.vm_id, sizeof st->booking.vm_id, "%s", st->vm_id);
         st->booking.started_at = st->now;
         st->booking.expires_at = st->now + st->duration_ms;
@@ -490,13 +492,20 @@ static int renew_write(Request *r, StoreTxn *t) {
         uint64_t pos;
         int q;
 
-        q = held_by_caller(r, t);
+        q = store_booking_get(t, st->vm_id, &st->booking);
+        if (q == -ENOENT)
+                return rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' is not booked", st->vm_id);
         if (q < 0)
                 return q;
+        /* past the cap is bad_request, which wins over forbidden (not the
+         * holder): the errors table's order */
         int64_t from = MAX(st->now, st->booking.expires_at);
         if (from + st->duration_ms > st->now + st->max_ms)
                 return rpc_fail(r, VMM_E_BAD_REQUEST, "a booking ends at most %" PRIu64
                                 " hours from now", (uint64_t) (st->max_ms / 3600000));
+        q = held_by_caller(r, t);
+        if (q < 0)
+                return q;
         st->booking.expires_at = from + st->duration_ms;
         st->booking.warned = false;     /* a renewal re-arms the warning */
         q = store_booking_put(t, &st->booking);
@@ -544,8 +553,17 @@ static int get_start(Request *r) {
                 snprintf(vm_id, sizeof vm_id, "%s", r->caller.vm_id);
         } else if (!p->vm_id.set)
                 return rpc_fail(r, VMM_E_BAD_REQUEST, "missing field 'vm_id'");
-        else
+        else {
+                StoreVm *vm = malloc(sizeof *vm);
+
                 pstr_copy(vm_id, sizeof vm_id, &p->vm_id);
+                q = vm ? read_vm(r, vm_id, vm) : -ENOMEM;
+                free(vm);
+                if (q == -ENOENT)
+                        return rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", vm_id);
+                if (q < 0)
+                        return q;
+        }
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         q = pack_booking_result(r->manager, &pk, vm_id);

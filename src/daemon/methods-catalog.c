@@ -228,11 +228,39 @@ static void decided(Request *r, StoreRequest *rq, int state) {
         snprintf(rq->decided_by, sizeof rq->decided_by, "%s", r->caller.name);
 }
 
+/* The request exists and asks for as many VMs as vm_ids names (bad_request
+ * otherwise, first in the errors table's order after its absence). */
+static int approve_check(Request *r, StoreTxn *t) {
+        CatalogParams *p = PARAMS(r, CatalogParams);
+        StoreRequest *rq = &STATE(r, CatalogState)->rq;
+        int q = store_request_get(t, p->id.v, rq);
+
+        if (q == -ENOENT)
+                return rpc_fail(r, VMM_E_NOT_FOUND, "no request %" PRIu64, p->id.v);
+        if (q < 0)
+                return q;
+        if (p->vm_ids.n != rq->count)
+                return rpc_fail(r, VMM_E_BAD_REQUEST, "request %" PRIu64 " asks for %" PRIu32
+                                " VMs: give that many vm_ids", rq->id, rq->count);
+        return 0;
+}
+
 static int approve_start(Request *r) {
         CatalogParams *p = PARAMS(r, CatalogParams);
         CatalogState *st = STATE(r, CatalogState);
+        StoreTxn *t = NULL;
+        int q;
 
-        st->n_vms = p->vm_ids.n;
+        /* before any password is hashed: a wrong count or a missing request
+         * costs nothing */
+        q = store_read_begin(r->manager->store, &t);
+        if (q < 0)
+                return q;
+        q = approve_check(r, t);
+        store_read_end(t);
+        if (q < 0)
+                return q;
+        st->n_vms = p->vm_ids.n;        /* = the request's count, <= VMM_REQUEST_COUNT_MAX */
         for (uint32_t i = 0; i < st->n_vms; i++) {
                 str_item(&p->vm_ids.items[i], st->vm_ids[i], sizeof st->vm_ids[i]);
                 for (uint32_t j = 0; j < i; j++)
@@ -260,14 +288,29 @@ static int approve_write(Request *r, StoreTxn *t) {
         StoreRequest *rq = &st->rq;
         int q;
 
+        /* the errors table's order: not_found, bad_request (the count),
+         * exists (a VM), conflict (not pending) */
+        q = approve_check(r, t);
+        if (q < 0)
+                return q;
+        StoreVm *vm = malloc(sizeof *vm);
+        if (!vm)
+                return -ENOMEM;
+        for (uint32_t i = 0; q >= 0 && i < st->n_vms; i++) {
+                q = store_vm_get(t, st->vm_ids[i], vm);
+                if (q >= 0)
+                        q = rpc_fail(r, VMM_E_EXISTS, "VM '%s' already exists", st->vm_ids[i]);
+                else if (q == -ENOENT)
+                        q = 0;
+        }
+        free(vm);
+        if (q < 0)
+                return q;
         q = pending_request(r, t, p->id.v);
         if (q < 0)
                 return q;
-        if (st->n_vms != rq->count)
-                return rpc_fail(r, VMM_E_BAD_REQUEST, "request %" PRIu64 " asks for %" PRIu32
-                                " VMs: give that many vm_ids", rq->id, rq->count);
         bool have_os = rq->os_id && store_os_get(t, rq->os_id, &st->os) >= 0;
-        StoreVm *vm = malloc(sizeof *vm);
+        vm = malloc(sizeof *vm);
         if (!vm)
                 return -ENOMEM;
         int64_t now = now_ms();
@@ -462,7 +505,7 @@ static const ParamField request_list_fields[] = {
 static const ParamField approve_fields[] = {
         ID_FIELD,
         { "vm_ids", PARAM_STRS, offsetof(CatalogParams, vm_ids), true, 1, VMM_VM_ID_MAX,
-          valid_vm_id, NULL, VMM_REQUEST_COUNT_MAX, false, NULL },
+          valid_vm_id, NULL, VMM_VM_IDS_MAX, false, NULL },
 };
 static const ParamField reject_fields[] = {
         ID_FIELD,

@@ -275,7 +275,8 @@ int end_sessions_to(PendingEvent **events, StoreTxn *t, const char *vm_id, const
         q = store_owner_session_foreach(t, vm_id, vm_id ? NULL : user, session_collect, &l);
         if (q < 0)
                 goto out;
-        qsort(l.s, l.n, sizeof *l.s, session_sort_created);
+        if (l.n > 1)            /* qsort(NULL, 0, ...) is undefined */
+                qsort(l.s, l.n, sizeof *l.s, session_sort_created);
         n_end = keep > 0 ? (l.n > keep ? l.n - keep : 0) : l.n;
         for (size_t i = 0; i < l.n && n_end > 0; i++) {
                 if (except && memcmp(l.s[i].hash, except, SECRET_HASH_BYTES) == 0)

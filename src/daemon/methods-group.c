@@ -89,8 +89,48 @@ static int group_not_found(Request *r, uint64_t id) {
         return rpc_fail(r, VMM_E_NOT_FOUND, "group %" PRIu64 " does not exist", id);
 }
 
-/* Moves the listed VMs into group id (all must exist). */
+/* Moves the listed VMs into group id (all must exist). The groups they
+ * leave changed too: each gets its group.changed event. */
 static int move_vms(Request *r, StoreTxn *t, const ParamList *ids, uint64_t id) {
+        StoreVm *vm = malloc(sizeof *vm);
+        uint64_t *left = ids->set && ids->n ? calloc(ids->n, sizeof *left) : NULL;
+        uint32_t n_left = 0;
+        int q = 0;
+
+        if (!vm || (ids->set && ids->n && !left)) {
+                free(vm);
+                free(left);
+                return -ENOMEM;
+        }
+        for (uint32_t i = 0; q >= 0 && ids->set && i < ids->n; i++) {
+                char vm_id[VMM_VM_ID_MAX + 1];
+                ParamStr s = { .set = true, .ptr = ids->items[i].via.str.ptr,
+                               .len = ids->items[i].via.str.size };
+
+                pstr_copy(vm_id, sizeof vm_id, &s);
+                q = store_vm_get(t, vm_id, vm);
+                if (q == -ENOENT)
+                        q = rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", vm_id);
+                else if (q >= 0 && vm->group != id) {
+                        uint32_t k = 0;
+                        while (k < n_left && left[k] != vm->group)
+                                k++;
+                        if (vm->group != 0 && k == n_left)
+                                left[n_left++] = vm->group;
+                        vm->group = id;
+                        q = store_vm_put(t, vm, NULL);
+                }
+        }
+        for (uint32_t k = 0; q >= 0 && k < n_left; k++)
+                q = events_append(r, t, &(Event) { .type = "group.changed", .has_id = true,
+                                                   .id = left[k] });
+        free(vm);
+        free(left);
+        return q;
+}
+
+/* not_found when one of the listed VMs does not exist. */
+static int check_vms_exist(Request *r, StoreTxn *t, const ParamList *ids) {
         StoreVm *vm = malloc(sizeof *vm);
         int q = 0;
 
@@ -105,10 +145,6 @@ static int move_vms(Request *r, StoreTxn *t, const ParamList *ids, uint64_t id) 
                 q = store_vm_get(t, vm_id, vm);
                 if (q == -ENOENT)
                         q = rpc_fail(r, VMM_E_NOT_FOUND, "VM '%s' does not exist", vm_id);
-                else if (q >= 0 && vm->group != id) {
-                        vm->group = id;
-                        q = store_vm_put(t, vm, NULL);
-                }
         }
         free(vm);
         return q;
@@ -125,6 +161,10 @@ static int create_write(Request *r, StoreTxn *t) {
 
         pstr_copy(st->group.name, sizeof st->group.name, &p->name);
         st->group.created_at = now_ms();
+        /* not_found (a VM) wins over exists (the name): the errors table's order */
+        q = check_vms_exist(r, t, &p->vm_ids);
+        if (q < 0)
+                return q;
         q = store_group_create(t, &st->group);
         if (q == -EEXIST)
                 return name_taken(r, st->group.name);

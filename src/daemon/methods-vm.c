@@ -136,21 +136,26 @@ static int create_put(Request *r, StoreTxn *t, StoreVm *vm, const char *event) {
 
         if (!old)
                 return -ENOMEM;
+        /* not_found (the group) wins over exists: the errors table's order */
+        if (vm->group) {
+                StoreGroup g;
+                q = store_group_get(t, vm->group, &g);
+                if (q == -ENOENT) {
+                        free(old);
+                        return rpc_fail(r, VMM_E_NOT_FOUND, "group %" PRIu64 " does not exist",
+                                        vm->group);
+                }
+                if (q < 0) {
+                        free(old);
+                        return q;
+                }
+        }
         q = store_vm_get(t, vm->vm_id, old);
         free(old);
         if (q >= 0)
                 return rpc_fail(r, VMM_E_EXISTS, "VM '%s' already exists", vm->vm_id);
         if (q != -ENOENT)
                 return q;
-        if (vm->group) {
-                StoreGroup g;
-                q = store_group_get(t, vm->group, &g);
-                if (q == -ENOENT)
-                        return rpc_fail(r, VMM_E_NOT_FOUND, "group %" PRIu64 " does not exist",
-                                        vm->group);
-                if (q < 0)
-                        return q;
-        }
         q = store_vm_put(t, vm, &st->conflict);
         if (q == -EBUSY)
                 return conflict(r, &st->conflict);
