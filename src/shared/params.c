@@ -99,7 +99,7 @@ bool valid_user_name(const char *s, size_t len) {
         if (!s || len < 1 || len > VMM_USER_NAME_MAX || !is_alnum(s[0]))
                 return false;
         for (size_t i = 1; i < len; i++)
-                if (!is_alnum(s[i]) && !strchr("._@+-", s[i]))
+                if (!is_alnum(s[i]) && !memchr("._@+-", s[i], 5))
                         return false;
         return true;
 }

@@ -931,6 +931,24 @@ static void test_valid_ids(void **state) {
         assert_true(valid_token(s, 43));
 }
 
+static void test_valid_user_name(void **state) {
+        (void) state;
+        assert_true(valid_user_name("alice", 5));
+        assert_true(valid_user_name("a.b_c@d+e-f", 11));
+        assert_true(valid_user_name("9", 1));
+        assert_false(valid_user_name("", 0));
+        assert_false(valid_user_name(".a", 2));
+        assert_false(valid_user_name("a b", 3));
+        assert_false(valid_user_name("a/b", 3));
+        /* a NUL inside (a terminator to strchr, not an allowed character) */
+        assert_false(valid_user_name("a\0", 2));
+        assert_false(valid_user_name("a\0b", 3));
+        char s[66];
+        memset(s, 'u', sizeof s);
+        assert_true(valid_user_name(s, 64));
+        assert_false(valid_user_name(s, 65));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_register_ok),
@@ -947,6 +965,7 @@ int main(void) {
                 cmocka_unit_test(test_token),
                 cmocka_unit_test(test_valid_utf8),
                 cmocka_unit_test(test_valid_ids),
+                cmocka_unit_test(test_valid_user_name),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
