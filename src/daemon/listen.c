@@ -448,7 +448,7 @@ static void client_closed(Conn *conn, const char *reason, void *userdata) {
                                                   .reason = reason });
         events_unwatch(m->events, c);
         /* a password check nobody waits for any more need not run */
-        if (c->busy && c->busy->hashing)
+        if (c->busy && c->busy->in_hash)
                 (void) jobs_cancel_hash(m->jobs, &c->busy->job);
         if (c->link.attached) {
                 uint8_t hash[SECRET_HASH_BYTES];

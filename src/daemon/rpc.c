@@ -488,14 +488,17 @@ static void submit_hash(Request *r) {
                         request_failed(r, q);
                 return;
         }
-        if (r->peer && !sessions_peer_hash_begin(r->peer, (unsigned) m->config.hashes_per_peer)) {
+        /* the bound per address is for TCP: admin-socket peers are trusted
+         * and all share one "address" (the hash queue's bound still holds) */
+        bool counted = r->peer && r->client->socket == SOCKET_TCP;
+        if (counted && !sessions_peer_hash_begin(r->peer, (unsigned) m->config.hashes_per_peer)) {
                 rpc_reply_error(r, VMM_E_RATE_LIMITED,
                                 "too many password checks in flight from this address; retry "
                                 "in a moment");
                 request_finish(r);
                 return;
         }
-        r->hashing = r->peer != NULL;
+        r->hashing = counted;
         r->in_hash = true;
         r->job.hash = job_hash;
         r->job.done = job_hashed;

@@ -7,6 +7,7 @@ read its replies."""
 
 import time
 
+from hostile_util import Admin
 from vmmtest import PASSWORD, Client, expect_framing_close, ids, request_bytes, wait_until
 
 # ---------------------------------------------------------------- idle timeout
@@ -143,6 +144,38 @@ def test_auth_failures_rate_limited(make_daemon):
         assert c.ok('vm.get', {'token': token})['vm_id'] == 'vm1'
         # bad_request is checked first
         c.err('auth', {'vm_id': 'vm1', 'password': '123'}, 'bad_request')
+
+
+def test_hashes_per_peer_counts_tcp_addresses_not_the_admin_socket(make_daemon):
+    """At most --hashes-per-peer password checks in flight per TCP address;
+    the admin socket's peers are not counted so (they all share one
+    "address" there, and are trusted)."""
+    d = make_daemon(args=['--hashes-per-peer', '2', '--hash-workers', '1'])
+    n = 8
+    for i in range(n):
+        d.register(f'hp{i}')
+    # TCP: n logins sent at once from one address, then read
+    conns = [d.client() for _ in range(n)]
+    try:
+        for i, c in enumerate(conns):
+            c.send('auth', {'vm_id': f'hp{i}', 'password': PASSWORD})
+        codes = [Client.split(c.read_response(timeout=60))[0] for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    limited = [e for e in codes if e and e[0] == 'rate_limited']
+    assert len(limited) >= n - 2 - 1, codes     # 2 in flight (one may end before the last)
+    assert all(e is None or e[0] == 'rate_limited' for e in codes), codes
+    # the admin socket: n password-setting calls at once, none refused
+    admins = [Admin(d.admin_socket) for _ in range(n)]
+    try:
+        for i, a in enumerate(admins):
+            a.send('vm.passwd', {'vm_id': f'hp{i}', 'password': PASSWORD + 'x'})
+        codes = [Client.split(a.read_response(timeout=60))[0] for a in admins]
+    finally:
+        for a in admins:
+            a.close()
+    assert codes == [None] * n, codes
 
 
 def test_resume_failures_count(make_daemon):
