@@ -181,7 +181,7 @@ static int auth_write(Request *r, StoreTxn *t) {
         q = events_append(r, t, &(Event) { .type = "session.started", .session = sid,
                                            .vm_id = st->user ? NULL : st->name,
                                            .user = st->user ? st->name : NULL,
-                                           .peer = r->client->peer_str });
+                                           .peer = rpc_peer_text(r) });
         if (q < 0)
                 return q;
         return end_sessions(r, t, st->user ? NULL : st->name, st->user ? st->name : NULL,
@@ -200,10 +200,10 @@ static int auth_done(Request *r) {
                 log_error("Out of memory attaching connection %" PRIu64, r->client->id);
         log_struct(LOG_INFO, &(LogFields) { .vm_id = st->user ? NULL : st->name,
                                             .user = st->user ? st->name : NULL,
-                                            .peer = r->client->peer_str, .has_conn = true,
+                                            .peer = rpc_peer_text(r), .has_conn = true,
                                             .conn = r->client->id, .admin_uid = -1 },
                    "%s '%s' logged in from %s", st->user ? "User" : "VM", st->name,
-                   r->client->peer_str);
+                   rpc_peer_text(r));
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         bool fail = msgpack_pack_map(&pk, st->user ? 4 : 3) ||

@@ -172,10 +172,10 @@ static int register_done(Request *r) {
         VmState *st = STATE(r, VmState);
 
         log_struct(LOG_INFO, &(LogFields) { .message_id = LOG_MID_VM_REGISTERED,
-                                            .vm_id = st->vm.vm_id, .peer = r->client->peer_str,
+                                            .vm_id = st->vm.vm_id, .peer = rpc_peer_text(r),
                                             .has_conn = true, .conn = r->client->id,
                                             .admin_uid = -1 },
-                   "VM '%s' registered from %s%s", st->vm.vm_id, r->client->peer_str,
+                   "VM '%s' registered from %s%s", st->vm.vm_id, rpc_peer_text(r),
                    st->registration_approval ? " (awaiting approval)" : "");
         return reply_vm(r, &st->vm);
 }

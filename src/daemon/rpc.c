@@ -708,8 +708,12 @@ bool rpc_peer_limited(Request *r) {
                                                 (unsigned) r->manager->config.auth_failures_per_minute);
 }
 
+const char *rpc_peer_text(Request *r) {
+        return r->peer_param.set && r->peer ? sessions_peer_address(r->peer) : r->client->peer_str;
+}
+
 void rpc_login_failed(Request *r, const char *who, bool user) {
-        const char *peer = r->peer_param.set ? sessions_peer_address(r->peer) : r->client->peer_str;
+        const char *peer = rpc_peer_text(r);
 
         if (!r->peer)
                 return;

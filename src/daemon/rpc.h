@@ -225,5 +225,8 @@ void rpc_abandon_hashing(Manager *m);
 /* A peer's failed login: counted, logged (rate-limited) and an auth.failed
  * event. who: the VM id or user name tried. */
 void rpc_login_failed(Request *r, const char *who, bool user);
+/* Who sent the request, for logs and events: the address a trusted proxy
+ * named (peer), else the connection's own peer. */
+const char *rpc_peer_text(Request *r);
 /* The peer is over its failed logins now. */
 bool rpc_peer_limited(Request *r);

@@ -494,7 +494,7 @@ def test_user_auth_peer_from_a_trusted_proxy(make_daemon):
     with admin(dd) as a:
         make_user(a, 'tp-max')
         w = admin(dd)
-        p2util.watch(w, types=['auth.'])
+        p2util.watch(w, types=['auth.', 'session.started'])
     with tcp(dd) as c:
         for _ in range(2):
             c.err('user.auth', {'name': 'tp-max', 'password': 'wrong-pw-9',
@@ -507,11 +507,16 @@ def test_user_auth_peer_from_a_trusted_proxy(make_daemon):
         assert res['name'] == 'tp-max'
     with tcp(dd) as c:
         c.ok('user.auth', {'name': 'tp-max', 'password': PW}, timeout=LONG)
-    evs = p2util.read_events(w, lambda e: len(e) >= 2)
+    evs = p2util.read_events(w, lambda e: len(e) >= 4)
     w.close()
-    assert [e['type'] for e in evs] == ['auth.failed'] * 2, evs
+    assert [e['type'] for e in evs] == ['auth.failed'] * 2 + ['session.started'] * 2, evs
     assert all(e['peer'] == '203.0.113.5' or e['peer'].startswith('203.0.113.5:')
-               for e in evs), evs
+               for e in evs[:2]), evs
+    # the login through the proxy names the address it gave, in the event and
+    # the log; the proxy's own login names the proxy
+    assert evs[2]['peer'] == '203.0.113.6', evs
+    assert evs[3]['peer'].startswith('127.0.0.1:'), evs
+    assert "User 'tp-max' logged in from 203.0.113.6" in dd.log_text()
 
 
 def test_token_only_where_a_session_is_needed(d):
