@@ -3,6 +3,7 @@
  * ends bookings and warns before the end (see methods-booking.h). */
 #include <errno.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,6 +335,30 @@ static bool create_check(const void *params, char *msg, size_t len) {
 }
 
 /* Common start: who books, for how long, within the limits. */
+/* 1 if name is a user record or a login name (one namespace), 0 if
+ * neither, or a negative errno. */
+static int person_exists(Manager *m, const char *name) {
+        StoreTxn *t = NULL;
+        StoreUser *u = malloc(sizeof *u);
+        int q = u ? store_read_begin(m->store, &t) : -ENOMEM;
+
+        if (q >= 0) {
+                q = store_user_get(t, name, u);
+                store_read_end(t);
+        }
+        free(u);
+        if (q >= 0)
+                return 1;
+        if (q != -ENOENT)
+                return q;
+        struct passwd pw, *found = NULL;
+        char buf[4096];
+        q = getpwnam_r(name, &pw, buf, sizeof buf, &found);
+        if (q != 0 && q != ENOENT && q != ESRCH)
+                return -q;
+        return found != NULL;
+}
+
 static int book_start(Request *r) {
         BookParams *p = PARAMS(r, BookParams);
         BookState *st = STATE(r, BookState);
@@ -355,8 +380,15 @@ static int book_start(Request *r) {
                         return rpc_fail(r, VMM_E_FORBIDDEN,
                                         "only an admin books for someone else");
                 pstr_copy(st->booking.user, sizeof st->booking.user, &p->user);
-                if (strcmp(st->booking.user, r->caller.name) != 0)
+                if (strcmp(st->booking.user, r->caller.name) != 0) {
                         snprintf(st->by, sizeof st->by, "%s", r->caller.name);
+                        int q = person_exists(m, st->booking.user);
+                        if (q == 0)
+                                return rpc_fail(r, VMM_E_NOT_FOUND, "no user or login named "
+                                                "'%s'", st->booking.user);
+                        if (q < 0)
+                                return q;
+                }
         }
         if (p->vm_id.set)
                 pstr_copy(st->vm_id, sizeof st->vm_id, &p->vm_id);
@@ -461,10 +493,22 @@ static int create_write(Request *r, StoreTxn *t) {
                            st->booking.expires_at, st->by);
 }
 
+/* An admin acting on someone else's booking is an admin change. */
+static void log_for_someone(Request *r, const char *what) {
+        BookState *st = STATE(r, BookState);
+
+        if (strcmp(st->booking.user, r->caller.name) != 0)
+                LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, st->booking.vm_id, "%s %s's booking of '%s'",
+                           what, st->booking.user, st->booking.vm_id);
+}
+
 static int booking_reply(Request *r) {
         BookState *st = STATE(r, BookState);
         msgpack_sbuffer sb;
         msgpack_packer pk;
+
+        log_for_someone(r, strcmp(r->method->name, VMM_M_BOOKING_CREATE) == 0 ? "made"
+                                                                              : "renewed");
 
         bookings_changed(r->manager);
         msgpack_sbuffer_init(&sb);
@@ -535,6 +579,7 @@ static int cancel_write(Request *r, StoreTxn *t) {
 }
 
 static int cancel_done(Request *r) {
+        log_for_someone(r, "cancelled");
         bookings_changed(r->manager);
         rpc_reply(r, NULL, 0);
         return RPC_REPLIED;

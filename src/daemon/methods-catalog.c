@@ -102,6 +102,13 @@ static int os_delete_write(Request *r, StoreTxn *t) {
                                               .id = p->id.v });
 }
 
+static int os_delete_done(Request *r) {
+        LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, NULL, "removed OS %" PRIu64 " from the catalog",
+                   PARAMS(r, CatalogParams)->id.v);
+        rpc_reply(r, NULL, 0);
+        return RPC_REPLIED;
+}
+
 static int os_list_one(void *userdata, const StoreOs *os) {
         msgpack_sbuffer *items = userdata;
         msgpack_packer pk;
@@ -251,6 +258,15 @@ static int approve_start(Request *r) {
         StoreTxn *t = NULL;
         int q;
 
+        /* an id given twice is bad_request, before anything is looked up */
+        for (uint32_t i = 0; i < p->vm_ids.n; i++)
+                for (uint32_t j = 0; j < i; j++)
+                        if (p->vm_ids.items[i].via.str.size == p->vm_ids.items[j].via.str.size &&
+                            memcmp(p->vm_ids.items[i].via.str.ptr, p->vm_ids.items[j].via.str.ptr,
+                                   p->vm_ids.items[i].via.str.size) == 0)
+                                return rpc_fail(r, VMM_E_BAD_REQUEST, "vm_ids: '%.*s' given twice",
+                                                (int) p->vm_ids.items[i].via.str.size,
+                                                p->vm_ids.items[i].via.str.ptr);
         /* before any password is hashed: a wrong count or a missing request
          * costs nothing */
         q = store_read_begin(r->manager->store, &t);
@@ -263,10 +279,6 @@ static int approve_start(Request *r) {
         st->n_vms = p->vm_ids.n;        /* = the request's count, <= VMM_REQUEST_COUNT_MAX */
         for (uint32_t i = 0; i < st->n_vms; i++) {
                 str_item(&p->vm_ids.items[i], st->vm_ids[i], sizeof st->vm_ids[i]);
-                for (uint32_t j = 0; j < i; j++)
-                        if (strcmp(st->vm_ids[i], st->vm_ids[j]) == 0)
-                                return rpc_fail(r, VMM_E_BAD_REQUEST,
-                                                "vm_ids: '%s' given twice", st->vm_ids[i]);
                 secret_password_generate(st->passwords[i]);
         }
         return RPC_NEXT;
@@ -414,8 +426,13 @@ static int cancel_write(Request *r, StoreTxn *t) {
 }
 
 static int request_done(Request *r) {
+        const StoreRequest *rq = &STATE(r, CatalogState)->rq;
         msgpack_sbuffer sb;
         msgpack_packer pk;
+
+        if (strcmp(r->method->name, VMM_M_REQUEST_REJECT) == 0)
+                LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, NULL, "rejected request %" PRIu64 " of %s",
+                           rq->id, rq->requester);
 
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -526,7 +543,7 @@ static const Method m_os_list = {
 };
 static const Method m_os_delete = {
         .name = VMM_M_OS_DELETE, ROW(STORE_ROLE_ADMIN), .fields = FIELDS(id_fields),
-        .write = os_delete_write,
+        .write = os_delete_write, .done = os_delete_done,
 };
 static const Method m_request_create = {
         .name = VMM_M_REQUEST_CREATE, ROW(STORE_ROLE_USER), .fields = FIELDS(request_create_fields),

@@ -556,7 +556,12 @@ static int delete_write(Request *r, StoreTxn *t) {
         q = store_vm_delete(t, st->vm_id);
         if (q < 0)
                 return q;
-        return events_append(r, t, &(Event) { .type = "vm.deleted", .vm_id = st->vm_id });
+        q = events_append(r, t, &(Event) { .type = "vm.deleted", .vm_id = st->vm_id });
+        /* the group it was in lost a VM */
+        if (q >= 0 && st->vm.group)
+                q = events_append(r, t, &(Event) { .type = "group.changed", .has_id = true,
+                                                   .id = st->vm.group });
+        return q;
 }
 
 static int delete_done(Request *r) {
@@ -602,6 +607,7 @@ static int set_write(Request *r, StoreTxn *t) {
                 else
                         pstr_copy(st->vm.owner, sizeof st->vm.owner, &p->owner);
         }
+        uint64_t old_group = st->vm.group;
         if (p->group.set) {
                 st->vm.group = p->group.nil ? 0 : p->group.v;
                 if (st->vm.group) {
@@ -619,7 +625,15 @@ static int set_write(Request *r, StoreTxn *t) {
                 return conflict(r, &st->conflict);
         if (q < 0)
                 return q;
-        return events_append(r, t, &(Event) { .type = "vm.updated", .vm_id = st->vm_id });
+        q = events_append(r, t, &(Event) { .type = "vm.updated", .vm_id = st->vm_id });
+        /* a move between groups changes both */
+        if (q >= 0 && old_group != st->vm.group && old_group)
+                q = events_append(r, t, &(Event) { .type = "group.changed", .has_id = true,
+                                                   .id = old_group });
+        if (q >= 0 && old_group != st->vm.group && st->vm.group)
+                q = events_append(r, t, &(Event) { .type = "group.changed", .has_id = true,
+                                                   .id = st->vm.group });
+        return q;
 }
 
 static int access_write(Request *r, StoreTxn *t) {
@@ -646,7 +660,9 @@ static int vm_record_done(Request *r) {
         VmState *st = STATE(r, VmState);
 
         ended_detach(r->manager, &st->ended);
-        if (strcmp(r->method->name, VMM_M_VM_SET) != 0)
+        if (strcmp(r->method->name, VMM_M_VM_SET) == 0)
+                LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, st->vm_id, "changed VM '%s'", st->vm_id);
+        else
                 LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, st->vm_id, "%s VM '%s'",
                            strcmp(r->method->name, VMM_M_VM_SUSPEND) == 0 ? "suspended"
                                                                           : "approved",

@@ -152,6 +152,14 @@ def make_user(a, name, role='user', password=PW):
     return res['password']
 
 
+def person(a, name, role='user'):
+    """A user record named name, made (without a password) unless there is
+    one: booking.create for someone else needs a user record or a login."""
+    err, _ = a.call('user.get', {'name': name})
+    if err and err[0] == 'not_found':
+        a.ok('user.create', {'name': name, 'role': role}, timeout=LONG)
+
+
 def user_login(d, name, password=PW):
     """A TCP connection attached to a new session of user name (.token set)."""
     c = tcp(d)

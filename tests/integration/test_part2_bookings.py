@@ -99,6 +99,7 @@ def test_create_bad_request(d, people, params):
     with admin(d) as a:
         if a.call('vm.get', {'vm_id': 'bp-1'})[0] is not None:
             create_vms(a, ['bp-1', 'bp-booked'])
+            p2util.person(a, 'bk-other')
             a.ok('booking.create', {'vm_id': 'bp-booked', 'minutes': 60, 'user': 'bk-other'})
         a.err('booking.create', params, 'bad_request')
     with people.conn('bk-alice') as c:
@@ -109,6 +110,7 @@ def test_create_bad_request(d, people, params):
 def test_create_limits_of_duration(d, people):
     with admin(d) as a:
         create_vms(a, ['bl-1'])
+        p2util.person(a, 'bk-lim')
         for p in ({'minutes': 1}, {'hours': MAX_HOURS}, {'minutes': MAX_HOURS * 60}):
             b = a.ok('booking.create', dict(p, vm_id='bl-1', user='bk-lim'))
             dur = p.get('minutes', 0) * MIN + p.get('hours', 0) * HOUR
@@ -144,11 +146,14 @@ def test_create_errors_and_precedence(d, people):
         assert c.ok('booking.get', {'vm_id': 'be-2'}) == {'booking': None}
         c.ok('booking.cancel', {'vm_id': 'be-1'})
     # an admin books on someone's behalf: a user record or just a login name
+    # (daemon: a system login with no user record), not a name that is neither
     with people.conn('bk-admin') as t:
         bb = t.ok('booking.create', {'vm_id': 'be-1', 'minutes': 5, 'user': 'bk-bob'})
         assert bb['user'] == 'bk-bob', bb
-        bb = t.ok('booking.create', {'vm_id': 'be-2', 'minutes': 5, 'user': 'some-login'})
-        assert bb['user'] == 'some-login', bb
+        t.err('booking.create', {'vm_id': 'be-2', 'minutes': 5, 'user': 'no-such-person'},
+              'not_found')
+        bb = t.ok('booking.create', {'vm_id': 'be-2', 'minutes': 5, 'user': 'daemon'})
+        assert bb['user'] == 'daemon', bb
         t.ok('booking.cancel', {'vm_id': 'be-1'})
         t.ok('booking.cancel', {'vm_id': 'be-2'})
         # without user: the admin books for itself
@@ -294,6 +299,7 @@ def test_bookings_per_user(make_daemon):
             a.err('booking.create', {'vm_id': vms[PER_USER], 'minutes': 5, 'user': 'pu-bob'},
                   'forbidden')
             # others are not affected
+            p2util.person(a, 'pu-other')
             a.ok('booking.create', {'vm_id': vms[PER_USER], 'minutes': 5, 'user': 'pu-other'})
             a.ok('booking.cancel', {'vm_id': vms[PER_USER]})
         # one ends, one more fits
@@ -374,6 +380,7 @@ def test_group_booking_picks_free_active_longest_free(d, people):
         assert made == sorted(made) and len(set(made)) == len(made), made
         g = a.ok('group.create', {'name': 'gb', 'vm_ids': order + ['gb-pending']})['id']
         a.ok('vm.suspend', {'vm_id': 'gb-susp'})
+        p2util.person(a, 'gb-someone')
         a.ok('booking.create', {'vm_id': 'gb-booked', 'minutes': 30, 'user': 'gb-someone'})
         # gb-old was booked and freed last: free since now, so it comes last
         a.ok('booking.create', {'vm_id': 'gb-old', 'minutes': 5, 'user': 'gb-someone'})
@@ -404,6 +411,8 @@ def test_booking_list_filters_and_paging(d, people):
         vms = [f'bls-{i}' for i in range(5)]
         create_vms(a, vms)
         g = a.ok('group.create', {'name': 'bls', 'vm_ids': vms[:2]})['id']
+        p2util.person(a, 'bls-u1')
+        p2util.person(a, 'bls-u2')
         for i, v in enumerate(vms):
             a.ok('booking.create', {'vm_id': v, 'minutes': 20,
                                     'user': 'bls-u1' if i % 2 == 0 else 'bls-u2'})
@@ -523,6 +532,7 @@ def test_expiring_is_sent_once_also_across_a_restart(make_daemon):
         create_vms(a, ['eo-1'])
         w = admin(dd)
         watch(w, types=['booking.expiring'])
+        p2util.person(a, 'eo-u')
         # 5 minutes, within the 15-minute warning: at once
         b = a.ok('booking.create', {'vm_id': 'eo-1', 'minutes': 5, 'user': 'eo-u'})
         evs = p2util.read_events(w, lambda e: e, 10)

@@ -50,6 +50,8 @@ def w(tmp_path_factory):
         world.events = []
         world.arrived = {}                      # id(event) -> local ms it arrived
         with admin(live) as a:
+            p2util.person(a, 'ex-u')
+            p2util.person(a, 'ex-v')
             world.a = a.ok('booking.create', {'vm_id': 'ex-a', 'minutes': 1, 'user': 'ex-u'})
             world.b = a.ok('booking.create', {'vm_id': 'ex-b', 'minutes': 2, 'user': 'ex-u'})
             world.c0 = a.ok('booking.create', {'vm_id': 'ex-c', 'minutes': 1, 'user': 'ex-u'})
@@ -59,9 +61,11 @@ def w(tmp_path_factory):
                                           e['vm_id'] == 'ex-c' for e in world.events), 20)
             world.c = a.ok('booking.renew', {'vm_id': 'ex-c', 'minutes': 1})
         with admin(rs) as a:
+            p2util.person(a, 'ex-u')
             world.rs = a.ok('booking.create', {'vm_id': 'rs-1', 'minutes': 1, 'user': 'ex-u'})
         rs.stop()
         with admin(cr) as a:
+            p2util.person(a, 'ex-u')
             world.cr = a.ok('booking.create', {'vm_id': 'cr-1', 'minutes': 1, 'user': 'ex-u'})
         cr.kill()
         world.live, world.rs_d, world.cr_d = live, rs, cr
@@ -183,6 +187,7 @@ def expired_at_start(d, booking, vm_id):
         assert [e['type'] for e in evs if e['type'].startswith('booking.')][0] == \
             'booking.created', evs
         # the VM is free again
+        p2util.person(a, 'ex-v')
         a.ok('booking.create', {'vm_id': vm_id, 'minutes': 5, 'user': 'ex-v'})
 
 

@@ -10,6 +10,9 @@ their own request.* and session.*; a VM session only its own VM's events); a
 TCP watch ends with its session, after the session.ended that says so; a
 failed request and bookkeeping append nothing."""
 
+# (Bookings made for someone else name a user record or a login: the
+# system logins daemon and bin serve where any person will do.)
+
 import os
 import random
 import subprocess
@@ -246,9 +249,9 @@ def test_kill_9_cycles_feed_rebuilds_tables(make_daemon):
         if time.monotonic() - t0 > BUDGET_S and cycle > 3:
             break                       # a slow machine: fewer cycles, at least 3
         writers = [
-            BookingWriter(lambda: admin(d, timeout=30), vms[0:2], 'fd-u0',
+            BookingWriter(lambda: admin(d, timeout=30), vms[0:2], 'daemon',
                           random.Random(rng.random()), True),
-            BookingWriter(lambda: admin(d, timeout=30), vms[2:4], 'fd-u1',
+            BookingWriter(lambda: admin(d, timeout=30), vms[2:4], 'bin',
                           random.Random(rng.random()), True),
             BookingWriter(lambda: resumed(d, token), vms[4:6], 'fd-alice',
                           random.Random(rng.random()), False),
@@ -299,7 +302,7 @@ def test_reconnecting_watcher_misses_nothing(make_daemon):
                 while not stop.is_set() and n < 3000:
                     n += 1
                     v = 'rw-1' if n % 2 else 'rw-2'
-                    a.ok('booking.create', {'vm_id': v, 'minutes': 10, 'user': 'rw-u'})
+                    a.ok('booking.create', {'vm_id': v, 'minutes': 10, 'user': 'daemon'})
                     a.ok('booking.cancel', {'vm_id': v})
                     if n % 10 == 0:
                         a.ok('group.create', {'name': f'rw-{n}'})
@@ -395,7 +398,7 @@ def test_watch_params_and_types(make_daemon):
             watch(w1, types=['booking.'])
             watch(w2, since=0, types=['group.', 'vm.cr'])
             a.ok('group.create', {'name': 'ty-g'})
-            a.ok('booking.create', {'vm_id': 'ty-1', 'minutes': 30, 'user': 'ty-u'})
+            a.ok('booking.create', {'vm_id': 'ty-1', 'minutes': 30, 'user': 'daemon'})
             a.ok('vm.set', {'vm_id': 'ty-1', 'hostname': 'x'})
             a.ok('booking.cancel', {'vm_id': 'ty-1'})
             e1 = read_events(w1, lambda e: len(e) >= 2) + quiet_events(w1, 0.3)
@@ -433,7 +436,7 @@ def test_failed_requests_and_bookkeeping_append_nothing(make_daemon):
     with admin(d) as a:
         create_vms(a, ['bk-1'])
         make_user(a, 'nb-alice')
-        a.ok('booking.create', {'vm_id': 'bk-1', 'minutes': 10, 'user': 'x'})
+        a.ok('booking.create', {'vm_id': 'bk-1', 'minutes': 10, 'user': 'daemon'})
     c = user_login(d, 'nb-alice')
     token = c.token
     with admin(d) as w:
@@ -525,7 +528,7 @@ def run_scenario(d, peer_login=None):
         a.ok('group.delete', {'id': g})
         a.ok('vm.delete', {'vm_id': 'wv-vm4'})
         # the marker: every watcher sees a booking of wv-vm1
-        a.ok('booking.create', {'vm_id': 'wv-vm1', 'minutes': 30, 'user': 'wv-marker'})
+        a.ok('booking.create', {'vm_id': 'wv-vm1', 'minutes': 30, 'user': 'daemon'})
 
 
 def is_marker(e):
@@ -756,7 +759,7 @@ def test_tcp_watch_of_other_types_ends_with_its_session_too(make_daemon):
     try:
         watch(u, types=['booking.'])
         with admin(d) as a:
-            a.ok('booking.create', {'vm_id': 'wo-1', 'minutes': 30, 'user': 'x'})
+            a.ok('booking.create', {'vm_id': 'wo-1', 'minutes': 30, 'user': 'daemon'})
             assert read_events(u, lambda e: e)[0]['type'] == 'booking.created'
             a.ok('session.revoke', {'user': 'wo-alice'})
             a.ok('booking.cancel', {'vm_id': 'wo-1'})

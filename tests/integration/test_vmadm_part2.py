@@ -343,13 +343,15 @@ def test_bookings(daemon):
     assert vmadm_json(daemon, 'bookings', '--limit', '1') == vmadm_json(daemon, 'bookings')
 
 
-@pytest.mark.xfail(strict=True, reason='daemon: booking.create takes a "user" that is neither a '
-                   'user record nor a login name and books for it (PROTOCOL.md: "a user '
-                   'record or a login name"); a typo in --for books for nobody')
 def test_book_for_nobody_is_refused(daemon):
+    """booking.create for someone else: a user record or a login name
+    (PROTOCOL.md), else not_found; a typo in --for books for nobody."""
     create(daemon, 'vm1')
     vmadm_err(daemon, 'not_found', 'book', 'vm1', '--hours', '1', '--for', 'no-such-person')
     assert vmadm_json(daemon, 'bookings') == {'bookings': []}
+    # a login name with no user record is a person (here: a system account)
+    vmadm(daemon, 'book', 'vm1', '--hours', '1', '--for', 'daemon')
+    assert [b['user'] for b in vmadm_json(daemon, 'bookings')['bookings']] == ['daemon']
 
 
 def test_bookings_per_user_limit(make_daemon):
