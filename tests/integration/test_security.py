@@ -38,9 +38,10 @@ Timing bounds are stated against a password hash measured in the same test
 (argon2id in niced threads: on a loaded machine one takes a second), so they
 hold on a busy machine and still fail by a wide margin on the old daemon.
 Every server listens on loopback; every loop is bounded in count and time.
-VMMTEST_RACE_ROUNDS sets the rounds of the password races (default 100;
-each also stops at its time budget, after at least 5 rounds for vm.passwd
-and 2 for the others: each round costs four or five password hashes)."""
+The password races run up to 100 rounds, each race stopping at its time
+budget (60 s for vm.passwd, 15 s for the others) after at least 5 rounds
+(2 for the others): a round costs four or five password hashes.
+VMMTEST_RACE_ROUNDS=N runs exactly N rounds of each, whatever the time."""
 
 import os
 import re
@@ -62,6 +63,24 @@ from vmmtest import PASSWORD, Client, Closed, free_port, request_bytes, short_tm
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.path.dirname(os.path.dirname(HERE))
 RACE_ROUNDS = int(os.environ.get('VMMTEST_RACE_ROUNDS', '100'))
+# given explicitly, the rounds all run whatever the time (e.g. for a report)
+RACE_TIMED = 'VMMTEST_RACE_ROUNDS' not in os.environ
+# meson passes b_sanitize as VMMD_SANITIZE
+SANITIZE = os.environ.get('VMMD_SANITIZE', 'none')
+SANITIZED = SANITIZE not in ('', 'none')
+# Tests whose bounds are times of the event loop: under ThreadSanitizer it
+# runs 5-15 times slower (the login flood's probe took 10 s there), so they
+# run in the other builds only.
+LOOP_TIMING = pytest.mark.skipif(SANITIZE == 'thread',
+                                 reason='bounds on the event loop\'s speed; under '
+                                        'ThreadSanitizer it runs 5-15 times slower')
+# A password change for an account without sessions: UndefinedBehaviorSanitizer
+# stops vmmd (the race tests change passwords after rounds that left none).
+QSORT_NULL = pytest.mark.xfail(
+    'undefined' in SANITIZE, strict=True,
+    reason='end_sessions_to (methods-common.c:278) calls qsort(l.s, 0, ...) with l.s NULL '
+           'when the account has no session (vm.passwd, user.set): UBSan "null pointer passed '
+           'as argument 1"; vmmd exits 1')
 # the defaults (vmmd --help, PROTOCOL.md), given explicitly: the harness
 # otherwise lifts them for the tests that are not about them
 DEFAULT_LIMITS = ['--registrations-per-minute', '10', '--hashes-per-peer', '4']
@@ -118,7 +137,7 @@ def admin(d, **kw):
 
 def status(d):
     with admin(d) as a:
-        return a.ok('status', timeout=10)
+        return a.ok('status', timeout=60 if SANITIZED else 10)
 
 
 def code_of(err):
@@ -165,7 +184,7 @@ def password_race(d, what, login_method, login_params, send_change, read_change,
     t0 = time.monotonic()
     try:
         for i in range(RACE_ROUNDS):
-            if i >= min_rounds and time.monotonic() - t0 > budget:
+            if RACE_TIMED and i >= min_rounds and time.monotonic() - t0 > budget:
                 break
             old, new = pw(i), pw(i + 1)
             send_change(old, new)
@@ -208,6 +227,7 @@ def password_race(d, what, login_method, login_params, send_change, read_change,
 RACE_ARGS = ['--hash-workers', '1', '--auth-failures-per-minute', '1000000']
 
 
+@QSORT_NULL
 def test_vm_passwd_race_no_old_token_survives(sec):
     """High: three connections log in with the old password while an admin
     runs vm.passwd, round after round (up to 100, or 60 s): no token from
@@ -231,6 +251,7 @@ def test_vm_passwd_race_no_old_token_survives(sec):
                       lambda c, tok: c.call('vm.get', {'token': tok}), budget=60, min_rounds=5)
     finally:
         a.close()
+        d.stop()                            # exit 0, and no sanitizer report
 
 
 def test_client_passwd_race_no_old_token_survives(sec):
@@ -259,6 +280,7 @@ def test_client_passwd_race_no_old_token_survives(sec):
         owner.close()
 
 
+@QSORT_NULL
 def test_user_set_password_race_no_old_token_survives(sec):
     """The same race for a person: user.auth in flight while an admin sets a
     new password with user.set (up to 100 rounds, or 15 s)."""
@@ -281,6 +303,7 @@ def test_user_set_password_race_no_old_token_survives(sec):
                       min_rounds=2)
     finally:
         a.close()
+        d.stop()                            # exit 0, and no sanitizer report
 
 
 # ---------------------------------------------------------------- hash and registration floods
@@ -370,16 +393,18 @@ def total_codes(flooders):
     return out
 
 
+@LOOP_TIMING
 def test_login_flood_other_address_served_and_sigterm_in_time(sec):
     """Medium: 60 connections from one address pipeline register and wrong
     auth for 4 s (the review measured a real auth at 0.30 s before and 7.84 s
     after, and vmmd living 60-80 s past SIGTERM); each connection sends up to
     50 requests a second. With the default limits a login from another
     address waits for its own hash and at most the 4 the flooding address
-    may have in flight: the bound is 8 hash times (measured before the flood)
-    plus 1 s, against about 30 for the old daemon's queue of one hash per
-    flooding connection. At most 10 registrations get through; SIGTERM under
-    the flood exits 0 within 10 s."""
+    may have in flight, but the flood's answers take CPU from the niced hash
+    threads: the bound is 12 hash times (measured before the flood) plus
+    1 s; measured about 7 here, and about 40 for the old daemon's queue of
+    one hash per flooding connection. At most 10 registrations get through;
+    SIGTERM under the flood exits 0 within 10 s."""
     d = sec(args=DEFAULT_LIMITS)
     d.register('probe1', password=PASSWORD)
     hash_s = auth_time(d, 'probe1', '127.0.6.2')
@@ -394,7 +419,7 @@ def test_login_flood_other_address_served_and_sigterm_in_time(sec):
         assert err is None, f'the probe login failed: {err}'
         time.sleep(max(0.0, 4.0 - (time.monotonic() - t0)))
         codes = total_codes(flooders)
-        limit = hash_s * 8 + 1.0
+        limit = hash_s * 12 + 1.0
         print(f'\nhash time {hash_s:.2f} s; probe login from another address during the flood '
               f'{probe_s:.2f} s (bound {limit:.2f} s); flood answers after 4 s: {codes}')
         assert not [f.error for f in flooders if f.error]
@@ -497,6 +522,7 @@ def test_hash_queue_bound(sec):
     assert st['jobs']['hashes'] == len(hashed) and st['jobs']['hashes_refused'] == len(limited), st
 
 
+@LOOP_TIMING
 def test_waiting_hashes_dropped_at_shutdown(sec):
     """Medium: pending hash jobs are dropped at shutdown: with 100 logins
     waiting for one hash worker (100 hashes of work), SIGTERM still exits 0
@@ -791,8 +817,10 @@ def test_idle_timeout_closes_every_connection(sec):
 
 
 def test_shutdown_closes_every_idle_connection(sec):
-    """Issue 9: the shutdown tick also closed one connection per tick. With
-    2,000 idle connections, SIGTERM exits 0 within 10 s and every one of
+    """Issue 9: the shutdown tick also closed one connection per tick (50 ms),
+    so 2,000 idle connections held the stop until its 8 s deadline closed
+    them all. Now every one is half-closed at the first tick and given 2 s
+    to answer with its EOF: SIGTERM exits 0 within 5 s, and every one of
     them is closed."""
     raise_nofile(2 * N_IDLE + 1024)
     d = sec()
@@ -807,8 +835,10 @@ def test_shutdown_closes_every_idle_connection(sec):
         close_all(conns)
     print(f'\nSIGTERM with {N_IDLE} idle connections: exit after {stop_s:.2f} s')
     assert all(t is not None for t in closed_at)
+    assert stop_s < 5.0, f'SIGTERM with {N_IDLE} idle connections took {stop_s:.2f} s'
 
 
+@LOOP_TIMING
 def test_anonymous_pipelining_non_readers_are_idle(sec):
     """Medium (b): 200 anonymous clients pipeline 4,000 pings each and never
     read (the review: 192 of 200 still open 13 s after a 3 s timeout). Their
@@ -825,7 +855,10 @@ def test_anonymous_pipelining_non_readers_are_idle(sec):
         sent_at = time.monotonic()
         # the daemon holds unsent output for them: they would never drain
         unsent = max(status(d).get('unsent_bytes', 0) for _ in range(3))
-        ok = wait_until(lambda: status(d)['connections'] == 0, timeout=2 + 2 + 1)
+        # (a sanitizer build takes seconds to answer 800,000 pings: its idle
+        # clocks start later)
+        ok = wait_until(lambda: status(d)['connections'] == 0,
+                        timeout=30 if SANITIZED else 2 + 2 + 1)
         left = status(d)['connections']
         took = time.monotonic() - sent_at
     finally:
@@ -865,6 +898,7 @@ def non_readers(tmp_path_factory):
             s.setblocking(False)
         left = {i: batch for i in range(len(conns))}
         deadline = time.monotonic() + 30
+        slow = 60 if SANITIZED else 10      # a burst of 34,000 answers to produce
         a = admin(d)
         while left and time.monotonic() < deadline:
             for i in list(left):
@@ -877,15 +911,15 @@ def non_readers(tmp_path_factory):
                     pass
                 except OSError:
                     del left[i]             # closed by vmmd
-            unsent_seen = max(unsent_seen, a.ok('status', timeout=10).get('unsent_bytes', 0))
+            unsent_seen = max(unsent_seen, a.ok('status', timeout=slow).get('unsent_bytes', 0))
             t = time.monotonic()
-            assert owner.ok('ping', timeout=10)['pong'] is True
+            assert owner.ok('ping', timeout=slow)['pong'] is True
             lat.append(time.monotonic() - t)
             time.sleep(0.01)
         for _ in range(20):
-            unsent_seen = max(unsent_seen, a.ok('status', timeout=10).get('unsent_bytes', 0))
+            unsent_seen = max(unsent_seen, a.ok('status', timeout=slow).get('unsent_bytes', 0))
             t = time.monotonic()
-            assert owner.ok('ping', timeout=10)['pong'] is True
+            assert owner.ok('ping', timeout=slow)['pong'] is True
             lat.append(time.monotonic() - t)
             time.sleep(0.05)
         a.close()
@@ -910,6 +944,7 @@ def non_readers(tmp_path_factory):
             d.cleanup()
 
 
+@LOOP_TIMING
 def test_unsent_output_bounded_in_total(non_readers):
     """Past max_unsent_total (64 MiB) the largest non-reading connections are
     closed; the unsent total vmmd reports never passes it; a client that
@@ -918,7 +953,7 @@ def test_unsent_output_bounded_in_total(non_readers):
     m = non_readers
     assert m['closed'] > 0, 'no non-reader was closed'
     assert 0 < m['unsent_seen'] <= 64 * MIB + MIB, m
-    assert m['ping_max'] < 5.0, m
+    assert m['ping_max'] < 5.0 or SANITIZED, m
 
 
 @pytest.mark.xfail(strict=True, reason='the total bound does not bound memory in a burst: '
@@ -927,12 +962,14 @@ def test_unsent_output_bounded_in_total(non_readers):
                    'deferred close after the whole epoll batch has run, so every connection '
                    'of the batch holds its 1 MiB at once: peak RSS +206 MiB, the same as the '
                    'old daemon (with out_release(worst) there instead: +73 MiB)')
+@pytest.mark.skipif(SANITIZED, reason='RSS says nothing under a sanitizer (quarantine, shadow '
+                    'memory)')
 def test_unsent_total_bounds_memory(non_readers):
     """vmmd's RSS stays near max_unsent_total (64 MiB, plus 40 MiB for the
     input buffers and the allocator) with 200 non-readers (the review: +300
     MiB)."""
     m = non_readers
-    assert m['growth_mib'] < 64 + 40 or m['sanitized'], \
+    assert m['growth_mib'] < 64 + 40, \
         f'RSS grew by {m["growth_mib"]:.1f} MiB with 200 non-readers (bound 64 MiB in total)'
 
 
