@@ -5,7 +5,10 @@ contract of PROTOCOL.md by hand (raw sockets and Python's msgpack), so the
 tests are an independent implementation of the client side.
 
 VMMD_BIN names the daemon binary (meson sets it). VMMTEST_IGNORE_EXIT=1 is
-a development aid only: it skips the exit-status check after SIGTERM."""
+a development aid only: it skips the exit-status check after SIGTERM.
+VMMTEST_COMPAT_FLAGS=1 is another: flags the binary's --help does not list
+are dropped (with their values), so that the tests can be run against an
+older vmmd to see them fail for what it does, not for the flags it lacks."""
 
 import os
 import pty
@@ -24,7 +27,8 @@ import msgpack
 VMMD_BIN = os.environ.get('VMMD_BIN')
 TOKEN_RE = re.compile(r'^[A-Za-z0-9_-]{43}$')
 PASSWORD = 'secret-pw-1'
-CRASH_MARKERS = ('AddressSanitizer', 'runtime error:', 'LeakSanitizer', 'UndefinedBehaviorSanitizer')
+CRASH_MARKERS = ('AddressSanitizer', 'runtime error:', 'LeakSanitizer', 'UndefinedBehaviorSanitizer',
+                 'ThreadSanitizer')
 
 ERROR_CODES = ('bad_request', 'unknown_method', 'too_large', 'unauthenticated', 'rate_limited',
                'forbidden', 'not_found', 'exists', 'conflict', 'unavailable', 'shutting_down',
@@ -39,6 +43,38 @@ def vmmd_bin():
     assert VMMD_BIN, 'VMMD_BIN is not set: these tests need the real vmmd (meson sets it)'
     assert os.access(VMMD_BIN, os.X_OK), f'VMMD_BIN={VMMD_BIN} is not executable'
     return VMMD_BIN
+
+
+_KNOWN_FLAGS = {}
+
+
+def known_flags(binary):
+    """The long options binary's --help lists."""
+    if binary not in _KNOWN_FLAGS:
+        out = subprocess.run([binary, '--help'], capture_output=True, text=True,
+                             timeout=30).stdout
+        _KNOWN_FLAGS[binary] = set(re.findall(r'(--[a-z0-9][a-z0-9-]*)', out))
+    return _KNOWN_FLAGS[binary]
+
+
+def compat_argv(argv, binary):
+    """argv without the flags binary does not know (VMMTEST_COMPAT_FLAGS=1);
+    every flag vmmd has takes a value, except -h/-V."""
+    if os.environ.get('VMMTEST_COMPAT_FLAGS') != '1':
+        return argv
+    known = known_flags(binary)
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a.startswith('--') and i > 0:
+            name = a.split('=', 1)[0]
+            if name not in known:
+                skip = '=' not in a
+                continue
+        out.append(a)
+    return out
 
 
 def free_port(host='127.0.0.1'):
@@ -354,7 +390,7 @@ class Daemon:
         # password checks in flight per address has tests of its own too
         if not any(x.startswith('--hashes-per-peer') for x in self.args):
             a += ['--hashes-per-peer', '1024']
-        return a + self.args
+        return compat_argv(a + self.args, self.bin)
 
     def start(self):
         assert self.proc is None
