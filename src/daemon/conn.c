@@ -500,9 +500,9 @@ static void hub_enforce_unsent(ConnHub *h) {
                            "Connection %" PRIu64 " from %s does not read its replies (%zu bytes "
                            "unsent, %" PRIu64 " in all); closing it", worst->id, worst->peer,
                            out_pending(worst), h->unsent_total);
-                /* its output no longer counts: it will not be sent */
-                h->unsent_total -= out_pending(worst);
-                worst->out_head = worst->out_len = 0;
+                /* its output will not be sent: its memory goes back now, not
+                 * when the close runs after this batch of events */
+                out_release(worst);
                 conn_close_later(worst, "error");
         }
 }

@@ -570,9 +570,12 @@ static void out_of_fds(Listener *l, int error) {
                 (void) close(m->reserve_fd);
                 m->reserve_fd = -1;
                 fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd >= 0 && l->kind == SOCKET_TCP)
+                if (fd >= 0 && l->kind == SOCKET_TCP) {
                         reject(fd, "rate_limited", "the server is out of descriptors; retry later");
-                else if (fd >= 0) {
+                        /* at once: else the next TCP accept takes the freed
+                         * slot and the admin socket has none left */
+                        listen_reserve_fd(m);
+                } else if (fd >= 0) {
                         struct ucred cred = { .uid = (uid_t) -1 };
                         char login[STORE_NAME_MAX + 1];
                         int role = peer_role(m, fd, &cred);
@@ -661,6 +664,9 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
         Listener *l = userdata;
         Manager *m = l->manager;
 
+        /* the reserve first: a descriptor freed since (a connection closed)
+         * goes to it before a new connection can take it */
+        listen_reserve_fd(m);
         for (int i = 0; i < 64; i++) {
                 struct sockaddr_storage ss;
                 socklen_t sl = sizeof ss;

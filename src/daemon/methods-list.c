@@ -128,8 +128,12 @@ static int vm_list_start(Request *r) {
                 q = store_session_vm_foreach(w.t, a, add_vm_id, &w);
         } else if (pstr_eq(&p->filter, "connected"))
                 q = sessions_connected_foreach(r->manager->sessions, a, add_vm_id, &w);
-        else if (w.only)
-                q = add_vm_id(&w, w.only);
+        else if (w.only) {
+                /* vm_visibility = self: one VM, paged like the others (after
+                 * it, nothing) */
+                if (!a || strcmp(w.only, a) > 0)
+                        q = add_vm_id(&w, w.only);
+        }
         else
                 q = store_vm_foreach(w.t, a, add_vm, &w);
         list_end(&w);

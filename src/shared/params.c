@@ -629,6 +629,50 @@ int params_parse_ex(const msgpack_object *params, const ParamField *fields, size
 /* ---- shape checks that need no schema ---- */
 
 /* path: where o is ("vm_id", "disks[0].id"), for the message. */
+/* Maps up to this size are checked for duplicate keys pair by pair; larger
+ * ones by sorting their keys (a map of thousands of keys, which one message
+ * can hold, would otherwise cost the loop quadratic time). */
+#define SHAPE_SMALL_MAP 16
+
+static int key_cmp(const void *a, const void *b) {
+        const msgpack_object *x = *(const msgpack_object *const *) a;
+        const msgpack_object *y = *(const msgpack_object *const *) b;
+
+        if (x->via.str.size != y->via.str.size)
+                return x->via.str.size < y->via.str.size ? -1 : 1;
+        return memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size);
+}
+
+/* A key of m (string keys, checked already) that comes twice, or NULL;
+ * -ENOMEM in *ret_error when it cannot tell. */
+static const msgpack_object *duplicate_key_sorted(const msgpack_object_map *m, int *ret_error) {
+        const msgpack_object **keys = malloc(m->size * sizeof *keys);
+        const msgpack_object *dup = NULL;
+
+        *ret_error = 0;
+        if (!keys) {
+                *ret_error = -ENOMEM;
+                return NULL;
+        }
+        for (uint32_t i = 0; i < m->size; i++)
+                keys[i] = &m->ptr[i].key;
+        qsort(keys, m->size, sizeof *keys, key_cmp);
+        for (uint32_t i = 1; i < m->size && !dup; i++)
+                if (key_cmp(&keys[i - 1], &keys[i]) == 0)
+                        dup = keys[i];
+        free(keys);
+        return dup;
+}
+
+static int duplicate_key_error(const msgpack_object *k, unsigned depth, const char *path,
+                               ParamError *err) {
+        char q[QUOTE_MAX + 8];
+
+        quote(q, sizeof q, k->via.str.ptr, k->via.str.size);
+        return depth == 1 ? fail(err, VMM_E_BAD_REQUEST, "duplicate key '%s'", q)
+                          : fail(err, VMM_E_BAD_REQUEST, "duplicate key '%s.%s'", path, q);
+}
+
 static int shape_walk(const msgpack_object *o, unsigned depth, const char *path, ParamError *err) {
         char sub[NAME_MAX_LEN + QUOTE_MAX + 8], q[QUOTE_MAX + 8];
 
@@ -651,21 +695,33 @@ static int shape_walk(const msgpack_object *o, unsigned depth, const char *path,
                 return 0;
         case MSGPACK_OBJECT_MAP: {
                 const msgpack_object_map *m = &o->via.map;
+                bool small = m->size <= SHAPE_SMALL_MAP;
+                if (!small) {
+                        /* every key a string first, then duplicates by sorting */
+                        for (uint32_t i = 0; i < m->size; i++) {
+                                int r = check_key(&m->ptr[i].key, path, err);
+                                if (r < 0)
+                                        return r;
+                        }
+                        int error;
+                        const msgpack_object *dup = duplicate_key_sorted(m, &error);
+                        if (error < 0)
+                                return fail(err, VMM_E_INTERNAL, "out of memory");
+                        if (dup)
+                                return duplicate_key_error(dup, depth, path, err);
+                }
                 for (uint32_t i = 0; i < m->size; i++) {
                         const msgpack_object *k = &m->ptr[i].key;
-                        int r = check_key(k, path, err);
+                        int r = small ? check_key(k, path, err) : 0;
                         if (r < 0)
                                 return r;
                         quote(q, sizeof q, k->via.str.ptr, k->via.str.size);
-                        /* small maps: the quadratic check costs less than sorting */
-                        for (uint32_t j = 0; j < i; j++) {
+                        /* small maps: the pairwise check costs less than sorting */
+                        for (uint32_t j = 0; small && j < i; j++) {
                                 const msgpack_object *kj = &m->ptr[j].key;
                                 if (kj->via.str.size == k->via.str.size &&
                                     memcmp(kj->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
-                                        return depth == 1 ? fail(err, VMM_E_BAD_REQUEST,
-                                                                 "duplicate key '%s'", q)
-                                                          : fail(err, VMM_E_BAD_REQUEST,
-                                                                 "duplicate key '%s.%s'", path, q);
+                                        return duplicate_key_error(k, depth, path, err);
                         }
                         if (depth == 1)
                                 (void) snprintf(sub, sizeof sub, "%s", q);

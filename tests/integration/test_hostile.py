@@ -595,11 +595,6 @@ def test_sender_that_never_reads(env, sock):
     RAN['other'] += 1
 
 
-@pytest.mark.xfail(strict=True, reason='the schema-less shape check (params_shape_check, '
-                   'src/shared/params.c shape_walk) looks for duplicate keys by comparing each '
-                   'key with every earlier one: a 60 KB map of 12,000 distinct keys costs '
-                   '0.1-0.5 s of the event loop (0.005 s in the old daemon), for anyone, '
-                   'before any login')
 def test_wide_params_map_costs_little(env):
     """A params map of 12,000 distinct keys (60 KB, under the 64 KiB limit),
     ten times pipelined by an anonymous client, costs the daemon a fraction

@@ -579,10 +579,6 @@ def test_vm_visibility_self(sec):
         other.close()
 
 
-@pytest.mark.xfail(strict=True, reason='vm_visibility = self: vm.list with filter all ignores '
-                   'after (methods-list.c vm_list_start calls add_vm_id(&w, w.only) without '
-                   'comparing the id with after), so {"filter": "all", "after": "vis1"} '
-                   'returns vis1 again')
 def test_vm_visibility_self_pages_after(sec):
     """A VM session's own VM is not on the page after itself (after need
     not exist, and the page holds only ids past it)."""
@@ -950,12 +946,6 @@ def test_unsent_output_bounded_in_total(non_readers):
     assert m['ping_max'] < 5.0 or SANITIZED, m
 
 
-@pytest.mark.xfail(strict=True, reason='the total bound does not bound memory in a burst: '
-                   'hub_enforce_unsent (conn.c) takes a closed connection\'s bytes off the '
-                   'count (out_head = out_len = 0) but its output buffer is freed only by the '
-                   'deferred close after the whole epoll batch has run, so every connection '
-                   'of the batch holds its 1 MiB at once: peak RSS +206 MiB, the same as the '
-                   'old daemon (with out_release(worst) there instead: +73 MiB)')
 @pytest.mark.skipif(SANITIZED, reason='RSS says nothing under a sanitizer (quarantine, shadow '
                     'memory)')
 def test_unsent_total_bounds_memory(non_readers):
@@ -1017,15 +1007,6 @@ def test_fd_exhaustion_accept_pause_logged_rarely(sec):
     assert 1 <= lines <= 2, f'{lines} accept-pause lines in 3 s'
 
 
-@pytest.mark.xfail(strict=True, reason='the reserve descriptor is spent on TCP: out_of_fds '
-                   '(listen.c) closes the reserve, accepts and rejects one queued TCP '
-                   'connection, and does not take the reserve back (listen_reserve_fd runs '
-                   'only at the end of an on_accept pass without EMFILE); 100 ms later the '
-                   'TCP listener\'s retry accepts the next queued connection into the freed '
-                   'slot, and from then on the admin listener\'s accept fails with EMFILE '
-                   'and no reserve until an anonymous connection idles out (measured: the '
-                   'admin status answered after 29 s; with listen_reserve_fd(m) right after '
-                   'the reject in out_of_fds: at once)')
 def test_fd_exhaustion_admin_socket_answers(sec):
     """Low: with every descriptor taken by TCP connections (RLIMIT_NOFILE
     128, 200 connections, more waiting), the admin socket still answers
