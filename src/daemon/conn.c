@@ -87,6 +87,7 @@ struct Conn {
         bool rdhup;                     /* the last wake-up said: the peer sent its FIN */
         bool out_ready;
         bool cutoff_set;
+        bool dispatching;               /* inside ops->message: no re-entry */
         uint64_t cutoff;                /* bytes received before the stop began */
         uint64_t received;              /* bytes received in all */
         uint64_t consumed;              /* bytes of whole messages taken */
@@ -508,6 +509,10 @@ static void hub_enforce_unsent(ConnHub *h) {
 }
 
 static void conn_process(Conn *c) {
+        /* a method that kicks every connection (shutdown) reaches its own:
+         * the loop below goes on with the next message when it returns */
+        if (c->dispatching)
+                return;
         conn_ref(c);
         while (!c->dead && !c->closing && !c->held && !c->paused && !c->close_pending) {
                 size_t avail = c->in_len - c->in_head, len = 0;
@@ -540,7 +545,9 @@ static void conn_process(Conn *c) {
                 c->msg_end = c->consumed;
                 bool after_cutoff = c->hub->shutting_down &&
                         (!c->cutoff_set || c->consumed > c->cutoff);
+                c->dispatching = true;
                 c->held = c->ops->message(c, msg, len, after_cutoff, c->userdata);
+                c->dispatching = false;
                 if (c->n_fds > 0 && !c->dead)
                         fds_drop_before(c, c->msg_end);
                 if (out_pending(c) >= OUT_HIGH)

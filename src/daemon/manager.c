@@ -30,6 +30,9 @@
 #define SWEEP_USEC       (250 * 1000ull)
 #define SHUTDOWN_TICK_USEC (50 * 1000ull)
 #define SHUTDOWN_DEADLINE_MS 8000ull
+/* Password checks received before the stop are still run for this long;
+ * then the ones waiting are dropped (a flood does not hold up the stop). */
+#define SHUTDOWN_HASH_GRACE_MS 4000ull
 #define LOCK_FILE "vmmd.lock"
 
 static int status_update(Manager *m, bool force);
@@ -227,6 +230,17 @@ static int on_shutdown_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int on_hash_grace_end(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (jobs_pending(m->jobs) > 0)
+                log_info("Stopping: password checks still waiting after %llu s are answered "
+                         "shutting_down", SHUTDOWN_HASH_GRACE_MS / 1000);
+        jobs_drop_hashes(m->jobs);
+        rpc_abandon_hashing(m);
+        return 0;
+}
+
 static int on_shutdown_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
@@ -245,19 +259,23 @@ void manager_begin_shutdown(Manager *m, const char *why) {
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping");
         for (size_t i = 0; i < m->n_listeners; i++)
                 listener_stop(&m->listeners[i]);
-        /* a flood of logins does not hold up the stop: waiting checks are
-         * dropped, running ones answered now and left to end on their own */
-        jobs_drop_hashes(m->jobs);
-        rpc_abandon_hashing(m);
         conn_hub_begin_shutdown(m->hub);
         (void) sd_event_add_time_relative(m->event, &m->shutdown_timer, CLOCK_MONOTONIC,
                                           SHUTDOWN_TICK_USEC, 0, on_shutdown_tick, m);
         (void) sd_event_source_set_enabled(m->shutdown_timer, SD_EVENT_ON);
-        sd_event_source *deadline = NULL;
-        (void) sd_event_add_time_relative(m->event, &deadline, CLOCK_MONOTONIC,
+        /* requests received before the stop are answered; a flood of logins
+         * does not hold it up: after the grace, checks still waiting are
+         * dropped, running ones answered at once and left to end alone */
+        sd_event_source *t = NULL;
+        (void) sd_event_add_time_relative(m->event, &t, CLOCK_MONOTONIC,
+                                          SHUTDOWN_HASH_GRACE_MS * 1000, 0, on_hash_grace_end, m);
+        (void) sd_event_source_set_floating(t, true);
+        sd_event_source_unref(t);
+        t = NULL;
+        (void) sd_event_add_time_relative(m->event, &t, CLOCK_MONOTONIC,
                                           SHUTDOWN_DEADLINE_MS * 1000, 0, on_shutdown_deadline, m);
-        (void) sd_event_source_set_floating(deadline, true);
-        sd_event_source_unref(deadline);
+        (void) sd_event_source_set_floating(t, true);
+        sd_event_source_unref(t);
 }
 
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {

@@ -1,10 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* fuzz-client-path / fuzz-admin-path: the whole request path of one socket,
- * in-process. Per input a fresh Manager is started (embedded: a real LMDB in
- * a private temporary directory, the worker threads, no listeners), a
- * connection is made from one end of a socketpair, the input is written to the
- * other end followed by EOF, and the event loop runs until the connection is
- * closed and no job is pending. Every byte the daemon sends back must be a
+ * in-process. A Manager is started (embedded: a real LMDB in a private
+ * temporary directory that does not sync, the worker threads, no listeners);
+ * per input a connection is made from one end of a socketpair, the input is
+ * written to the other end followed by EOF, and the event loop runs until the
+ * connection is closed and no job is pending.
+ *
+ * Speed (the CI smoke wants thousands of inputs a second): under libFuzzer
+ * one Manager serves FUZZ_INPUTS_PER_DAEMON inputs (default 1000) before it is
+ * stopped and its state directory emptied, or sooner when an input stops it
+ * (`shutdown`); the fuzz build hashes passwords at libsodium's minimum cost
+ * (VMMD_FUZZ_CHEAP_HASH). FUZZ_INPUTS_PER_DAEMON=1 gives every input a fresh
+ * daemon, as the replay driver (replay.c) always does: use it to reproduce a
+ * crash that needs no earlier input. Every byte the daemon sends back must be a
  * sequence of whole, well-formed MessagePack-RPC responses or notifications,
  * and none may be an `internal` error.
  *
@@ -59,6 +67,8 @@ static void state_remove(void) {
         (void) rmdir(state_dir);
 }
 
+static void daemon_drop(void);
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
         /* tmpfs if there is one: LMDB's fsync per commit is free there */
         const char *tmp = getenv("FUZZ_STATE_PARENT");
@@ -71,6 +81,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         snprintf(state_dir, sizeof state_dir, "%s/vmmd-fuzz-XXXXXX", tmp);
         FUZZ_CHECK(mkdtemp(state_dir), "mkdtemp %s: %s", state_dir, strerror(errno));
         atexit(state_remove);
+        atexit(daemon_drop);
         /* the daemon blocks these before its threads start; so do we */
         sigset_t ss;
         sigemptyset(&ss);
@@ -88,6 +99,7 @@ static Manager *manager_make(void) {
                 (char *) "--log-level", (char *) (getenv("FUZZ_LOG_LEVEL") ?
                                                  getenv("FUZZ_LOG_LEVEL") : "crit"),
                 (char *) "--auth-failures-per-minute", (char *) "1000000",
+                (char *) "--registrations-per-minute", (char *) "1000000",
                 NULL,
         };
         Config cfg;
@@ -216,8 +228,33 @@ static uint64_t mono_s(void) {
         return (uint64_t) ts.tv_sec;
 }
 
+/* The daemon kept between inputs, and how many inputs it has served. */
+static Manager *daemon_kept;
+static unsigned daemon_inputs;
+
+static unsigned inputs_per_daemon(void) {
+#ifdef VMMD_FUZZ_CHEAP_HASH
+        const char *e = getenv("FUZZ_INPUTS_PER_DAEMON");
+        long n = e && *e ? strtol(e, NULL, 10) : 1000;
+        return n >= 1 ? (unsigned) n : 1;
+#else
+        return 1;       /* the replay driver: a fresh daemon per input */
+#endif
+}
+
+static void daemon_drop(void) {
+        if (!daemon_kept)
+                return;
+        manager_free(daemon_kept);
+        daemon_kept = NULL;
+        daemon_inputs = 0;
+        state_clean();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        Manager *m = manager_make();
+        if (!daemon_kept)
+                daemon_kept = manager_make();
+        Manager *m = daemon_kept;
         Client *c = NULL;
         Out out = { 0 };
         int sv[2];
@@ -285,13 +322,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 FUZZ_CHECK(r >= 0, "sd_event_run: %s", strerror(-r));
         }
 
-        manager_free(m);
+        /* a stopped daemon, or one that served its share, is replaced */
+        if (sd_event_get_state(m->event) == SD_EVENT_FINISHED || m->shutting_down ||
+            ++daemon_inputs >= inputs_per_daemon())
+                daemon_drop();
         /* the daemon's end is closed: read everything to EOF */
         for (int i = 0; i < 1000 && !out.eof; i++)
                 out_drain(&out, sv[1]);
         out_check(&out);
         free(out.buf);
         close(sv[1]);
-        state_clean();
         return 0;
 }

@@ -44,6 +44,7 @@ def test_report_persists_metadata_and_carries_the_booking(d):
             rec = a.ok('vm.get', {'vm_id': 'rp-1'})
             assert rec['hostname'] == 'mon-1.lab' and rec['ip'] == REPORT['ip'], rec
             assert rec['os'] == REPORT['os'], rec
+            p2util.person(a, 'rp-user')
             b = a.ok('booking.create', {'vm_id': 'rp-1', 'minutes': 30, 'user': 'rp-user'})
         # a second later: allowed again, and the booking is in the answer
         out = []

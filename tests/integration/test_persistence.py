@@ -4,8 +4,11 @@ survive a clean restart and a kill -9 under load; nothing acknowledged is
 lost; SIGTERM answers what was already received and exits 0."""
 
 import signal
+import socket
 import threading
 import time
+
+import msgpack
 
 from vmmtest import PASSWORD, Client, Closed, ids, request_bytes
 
@@ -117,6 +120,32 @@ def test_kill_9_under_load(make_daemon):
                          for dk in c.ok('vm.get', {'token': tokens[vm]})['disks']),
                         key=lambda s: s.encode())
         assert [dk['id'] for dk in disks] == expect
+
+
+def test_pipelined_shutdown_then_eof(make_daemon):
+    """status, shutdown, status sent at once and the write side closed: the
+    stop answers what was received and the connection is not used after the
+    close (fuzz-admin-path found a use after free here)."""
+    d = make_daemon()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(d.admin_socket)
+    s.sendall(request_bytes(1, 'status') + request_bytes(16, 'shutdown') +
+              request_bytes(2, 'status'))
+    s.shutdown(socket.SHUT_WR)
+    unp = msgpack.Unpacker(raw=False)
+    got = []
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        unp.feed(data)
+        got.extend(unp)
+    s.close()
+    assert [m[1] for m in got] == [1, 16, 2], got
+    assert all(m[2] is None for m in got), got
+    d.proc.wait(timeout=10)
+    assert d.stop() == 0      # exit status 0 and a clean log (sanitizers)
 
 
 def test_sigterm_answers_received_requests(make_daemon):
