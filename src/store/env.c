@@ -743,13 +743,11 @@ int store_grow(Store *s) {
 
 /* ---- the group commit ---- */
 
-/* One transaction over items[from..n): each in a child txn, so that one
- * item's failure undoes only its own changes; an item alone runs in the
- * transaction itself, which is aborted if it fails (a child costs LMDB
- * about 2.5 MiB of allocations). Returns the index where it stopped: n
- * when all ran, or the item that did not fit in one transaction (-E2BIG,
- * and it was not the first). *ret_grow: the map must grow and the whole
- * part run again. */
+/* One transaction over items[from..n), each item in a child txn so that
+ * its failure undoes only its own changes. Returns 1 with *ret_end where it
+ * stopped: n when all ran, or the item that did not fit in one transaction
+ * (-E2BIG, and it was not the first). *ret_grow: the map must grow and the
+ * whole part run again. */
 static int batch_part(Store *s, void *const *items, size_t from, size_t n, StoreBatchFunc f,
                       int *results, bool *failed, size_t *ret_end, bool *ret_grow) {
         StoreTxn *top = NULL;
@@ -760,17 +758,13 @@ static int batch_part(Store *s, void *const *items, size_t from, size_t n, Store
         r = store_write_begin(s, &top);
         if (r < 0)
                 return r;
-        bool alone = n - from == 1;
         for (i = from; i < n; i++) {
                 StoreTxn *child = NULL;
 
                 if (failed[i])
                         continue;
-                if (alone)
-                        r = f(items[i], top);
-                else
-                        r = store_child_begin(top, &child);
-                if (r >= 0 && !alone) {
+                r = store_child_begin(top, &child);
+                if (r >= 0) {
                         r = f(items[i], child);
                         if (r >= 0) {
                                 int q = store_commit(child);
@@ -802,12 +796,6 @@ static int batch_part(Store *s, void *const *items, size_t from, size_t n, Store
                 }
                 results[i] = r;
         }
-        if (alone && r < 0) {
-                /* the only item failed: its changes go with the transaction */
-                store_abort(top);
-                *ret_end = i;
-                return 1;
-        }
         r = store_commit(top);
         if (r == -ENOSPC && store_grow(s) >= 0) {
                 *ret_grow = true;
@@ -818,6 +806,60 @@ static int batch_part(Store *s, void *const *items, size_t from, size_t n, Store
                         if (!failed[j] && results[j] >= 0)
                                 results[j] = r;
         *ret_end = i;
+        return r < 0 ? r : 1;
+}
+
+/* The same part with every item in the transaction itself, no child txn
+ * (LMDB allocates about 2.5 MiB for each child): the usual case, where no
+ * item fails. Returns 1 when committed (*ret_end = n), 0 with *ret_grow,
+ * -EAGAIN when an item failed or the transaction filled up (nothing was
+ * written: the part runs again with children), or a commit error. An item
+ * alone that fails is its own answer: nothing needs to run again. */
+static int batch_flat(Store *s, void *const *items, size_t from, size_t n, StoreBatchFunc f,
+                      int *results, const bool *failed, size_t *ret_end, bool *ret_grow) {
+        StoreTxn *top = NULL;
+        size_t live = 0;
+        int r;
+
+        *ret_grow = false;
+        for (size_t i = from; i < n; i++)
+                live += !failed[i];
+        r = store_write_begin(s, &top);
+        if (r < 0)
+                return r;
+        for (size_t i = from; i < n; i++) {
+                if (failed[i])
+                        continue;
+                r = f(items[i], top);
+                if (r == -ENOSPC) {
+                        store_abort(top);
+                        if (store_grow(s) < 0)
+                                return -EAGAIN; /* the children find who does not fit */
+                        *ret_grow = true;
+                        return 0;
+                }
+                if (r < 0 && (live > 1 || r == -E2BIG)) {
+                        store_abort(top);
+                        return -EAGAIN;
+                }
+                if (r < 0) {
+                        store_abort(top);
+                        results[i] = r;
+                        *ret_end = n;
+                        return 1;
+                }
+                results[i] = r;
+        }
+        r = store_commit(top);
+        if (r == -ENOSPC && store_grow(s) >= 0) {
+                *ret_grow = true;
+                return 0;
+        }
+        if (r < 0)
+                for (size_t i = from; i < n; i++)
+                        if (!failed[i])
+                                results[i] = r;
+        *ret_end = n;
         return r < 0 ? r : 1;
 }
 
@@ -835,7 +877,9 @@ int store_write_batch(Store *s, void *const *items, size_t n, StoreBatchFunc f, 
                 size_t end = n;
                 bool grow;
 
-                r = batch_part(s, items, from, n, f, results, failed, &end, &grow);
+                r = batch_flat(s, items, from, n, f, results, failed, &end, &grow);
+                if (r == -EAGAIN)
+                        r = batch_part(s, items, from, n, f, results, failed, &end, &grow);
                 if (r < 0 && !grow) {
                         for (size_t i = from; i < n; i++)
                                 if (!failed[i] && (i >= end || results[i] >= 0))

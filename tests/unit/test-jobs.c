@@ -179,7 +179,7 @@ static void test_writer_grows_the_map(void **state) {
 
 /* The store says "transaction full" (LMDB's MDB_TXN_FULL, which its page
  * spilling makes rare) as -E2BIG from a write: item 50 does so the first
- * time it runs, item 80 every time (too big for any transaction). */
+ * two times it runs, item 80 every time (too big for any transaction). */
 static int full_write(void *item, StoreTxn *t) {
         TestJob *tj = item;
 
@@ -195,7 +195,9 @@ static void test_batch_split_when_the_transaction_is_full(void **state) {
         const size_t n = 100;
         TestJob t[100] = { 0 };
         void *items[100];
-        int results[100], once = 1, always = 1000;
+        /* once = 2: the batch first runs without child transactions and,
+         * on item 50's failure, again with them, where it fails once more */
+        int results[100], once = 2, always = 1000;
         StoreTxn *txn;
         StoreStats st;
 
@@ -214,6 +216,46 @@ static void test_batch_split_when_the_transaction_is_full(void **state) {
         assert_int_equal(store_stats(txn, &st), 0);
         store_read_end(txn);
         assert_int_equal(st.feed_last, n - 1);  /* everything but 80, no gap */
+}
+
+/* An item that writes and then fails leaves nothing behind, in a batch
+ * (the others commit, with no gap in the feed) and alone. */
+static int failing_write(void *item, StoreTxn *t) {
+        TestJob *tj = item;
+        int r = write_fn(&tj->job, t);
+
+        return r < 0 ? r : tj->started ? -EEXIST : 0;   /* started: "fail" */
+}
+
+static void test_batch_item_failure_undone(void **state) {
+        Fixture *f = *state;
+        TestJob t[10] = { 0 };
+        void *items[10];
+        int results[10];
+        StoreTxn *txn;
+        StoreStats st;
+
+        for (size_t i = 0; i < 10; i++) {
+                t[i] = (TestJob) { .bytes = 32, .started = i == 3 || i == 7 };
+                items[i] = &t[i];
+        }
+        assert_int_equal(store_write_batch(f->store, items, 10, failing_write, results), 1);
+        for (size_t i = 0; i < 10; i++)
+                assert_int_equal(results[i], i == 3 || i == 7 ? -EEXIST : 0);
+        assert_int_equal(store_read_begin(f->store, &txn), 0);
+        assert_int_equal(store_stats(txn, &st), 0);
+        store_read_end(txn);
+        assert_int_equal(st.feed_last, 8);      /* 8 events: 1..8, no gap */
+
+        /* alone */
+        assert_int_equal(store_write_batch(f->store, items + 3, 1, failing_write, results), 1);
+        assert_int_equal(results[0], -EEXIST);
+        assert_int_equal(store_write_batch(f->store, items, 1, failing_write, results), 1);
+        assert_int_equal(results[0], 0);
+        assert_int_equal(store_read_begin(f->store, &txn), 0);
+        assert_int_equal(store_stats(txn, &st), 0);
+        store_read_end(txn);
+        assert_int_equal(st.feed_last, 9);
 }
 
 /* One sync per commit: a commit is durable when the next commit (or an
@@ -279,6 +321,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_writer_grows_the_map, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_batch_split_when_the_transaction_is_full,
                                                 setup, teardown),
+                cmocka_unit_test_setup_teardown(test_batch_item_failure_undone, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_store_durable_after_next_sync, setup_synced,
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_writes_done_only_when_durable, setup_synced,
