@@ -32,7 +32,7 @@
 #define SHUTDOWN_DEADLINE_MS 8000ull
 /* Password checks received before the stop are still run for this long;
  * then the ones waiting are dropped (a flood does not hold up the stop). */
-#define SHUTDOWN_HASH_GRACE_MS 4000ull
+#define SHUTDOWN_HASH_GRACE_MS 3000ull
 #define LOCK_FILE "vmmd.lock"
 
 static int status_update(Manager *m, bool force);

@@ -518,7 +518,7 @@ def test_hash_queue_bound(sec):
 
 @LOOP_TIMING
 def test_waiting_hashes_dropped_at_shutdown(sec):
-    """Medium: pending hash jobs are dropped at shutdown (after a 4 s grace for
+    """Medium: pending hash jobs are dropped at shutdown (after a 3 s grace for
     what was received before it): with 100 logins
     waiting for one hash worker (100 hashes of work), SIGTERM still exits 0
     within 10 s, and the waiting logins are answered shutting_down."""
