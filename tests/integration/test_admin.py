@@ -12,6 +12,7 @@ Needs VMMD_BIN (meson sets it). The access tests need root (they create a
 user and a group and connect as other users with setpriv)."""
 
 import json
+import fcntl
 import os
 import secrets
 import shutil
@@ -971,9 +972,10 @@ def test_shutdown_with_a_stuck_backup(make_daemon):
     """A backup blocked on a descriptor nobody drains neither stalls the
     others nor keeps the daemon from exiting within 10 s."""
     d = make_daemon()
-    for i in range(300):
+    for i in range(20):
         d.register(f'sb{i}', disks=[{'id': f'sbd{i}', 'size': 1}])
-    r, w = os.pipe()                                 # 64 KiB of pipe, never read
+    r, w = os.pipe()                                 # never read
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)         # smaller than the database
     b = admin(d)
     try:
         socket.send_fds(b.sock, [request_bytes(1, 'backup')], [w])
