@@ -1399,9 +1399,19 @@ static int prepare_users(Bench *b) {
         }
         for (unsigned i = 0; i < b->n_users; i++) {
                 Client *c = b->users[i];
-                ssize_t l = client_read_reply(c);
-                if (l < 0)
+                /* the logins wait in vmmd's hash queue (a busy machine may
+                 * take more than the socket's 10 s): up to 2 minutes */
+                ssize_t l;
+                unsigned waits = 0;
+                do
+                        l = client_read_reply(c);
+                while (l == -EAGAIN && ++waits < 12);
+                if (l < 0) {
+                        fprintf(stderr, "vmmbench: user.auth as " BENCH_USER_FORMAT ": %s\n",
+                                i + 1, l == -EAGAIN ? "no answer in 2 minutes"
+                                                    : strerror((int) -l));
                         return (int) l;
+                }
                 Reply rep = vmmd_reply(c->in.data + c->in.off, (size_t) l, code, sizeof code);
                 c->in.off += (size_t) l;
                 for (int tries = 0; rep == REPLY_ERROR && strcmp(code, "rate_limited") == 0 &&
@@ -2321,10 +2331,9 @@ int main(int argc, char *argv[]) {
                 if (*s == ',')
                         s++;
         }
+finish:
         if (r < 0)
                 fprintf(stderr, "vmmbench: %s\n", strerror(-r));
-
-finish:
         if (arg_json && !first_json)
                 printf("\n]\n");
         for (unsigned i = 0; i < b.n_clients; i++)
