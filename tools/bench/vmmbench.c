@@ -1391,6 +1391,18 @@ static int prepare_users(Bench *b) {
                 if (r < 0)
                         return r;
         }
+        /* connected only now: vmmd closes a connection that stays idle
+         * without a session for --idle-timeout (30 s), which creating many
+         * users on a busy machine can take */
+        for (unsigned i = 0; i < b->n_users; i++) {
+                r = client_new(&b->target, i, 0, &b->users[i]);
+                if (r < 0) {
+                        fprintf(stderr, "vmmbench: cannot connect to %s: %s\n", arg_server,
+                                strerror(-r));
+                        return r;
+                }
+                b->users[i]->vm = i % arg_vms + 1;
+        }
         for (unsigned i = 0; i < b->n_users; i++) {
                 queue_user_auth(b->users[i]);
                 r = client_flush_blocking(b->users[i]);
@@ -2274,15 +2286,6 @@ int main(int argc, char *argv[]) {
                         goto finish;
                 }
                 b.clients[i]->vm = i % arg_vms + 1;
-        }
-        for (unsigned i = 0; i < b.n_users; i++) {
-                r = client_new(&b.target, i, 0, &b.users[i]);
-                if (r < 0) {
-                        fprintf(stderr, "vmmbench: cannot connect to %s: %s\n", arg_server,
-                                strerror(-r));
-                        goto finish;
-                }
-                b.users[i]->vm = i % arg_vms + 1;
         }
         if (arg_load) {
                 r = redis_load(&b);
