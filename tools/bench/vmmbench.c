@@ -1441,6 +1441,21 @@ static int prepare_users(Bench *b) {
                                 "load the users with vmm-load --users)");
                         return -EACCES;
                 }
+                /* a booking that an earlier run left (it stopped between
+                 * create and cancel) goes first, or create would fail */
+                char vm[16];
+                vm_name(c->vm, vm);
+                mp_request(&c->out, c->msgid++, "booking.cancel", 1);
+                mp_str(&c->out, "vm_id");
+                mp_str(&c->out, vm);
+                r = client_call(c, code, sizeof code);
+                if (r < 0)
+                        return r;
+                if (code[0] && strcmp(code, "not_found") != 0) {
+                        fprintf(stderr, "vmmbench: booking.cancel %s as " BENCH_USER_FORMAT
+                                ": %s\n", vm, i + 1, code);
+                        return -EIO;
+                }
         }
         return 0;
 }
