@@ -5,7 +5,9 @@
  * are spread over --threads epoll loops. Requests are encoded and responses
  * walked by hand (MessagePack-RPC for vmmd, RESP for --redis), so the client
  * costs little next to the server it measures. Every test is bounded by -n
- * and --seconds; only loopback servers are accepted. */
+ * and --seconds; only loopback servers are accepted. Part 2's workloads that
+ * are not a closed loop of requests (the feed's replay, events to many
+ * watchers) are in vmmbench-part2.c. */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
@@ -39,6 +41,7 @@
 #include "shared/mpscan.h"
 #include "shared/secret.h"
 #include "vmm/protocol.h"
+#include "vmmbench.h"
 
 #define DEFAULT_SERVER "127.0.0.1:7707"
 #define DEFAULT_REDIS_SERVER "127.0.0.1:6379"
@@ -63,6 +66,9 @@ typedef enum Test {
         TEST_AUTH,
         TEST_REGISTER,
         TEST_IDLE,
+        TEST_BOOKING,
+        TEST_REPLAY,
+        TEST_WATCHERS,
         _TEST_MAX,
         _TEST_INVALID = -1,
 } Test;
@@ -75,6 +81,9 @@ static const char *const test_names[_TEST_MAX] = {
         [TEST_AUTH] = "auth",
         [TEST_REGISTER] = "register",
         [TEST_IDLE] = "idle",
+        [TEST_BOOKING] = "booking",
+        [TEST_REPLAY] = "replay",
+        [TEST_WATCHERS] = "watchers",
 };
 
 /* what each test sends, for the report */
@@ -86,6 +95,9 @@ static const char *const test_vmmd_requests[_TEST_MAX] = {
         [TEST_AUTH] = "auth",
         [TEST_REGISTER] = "register",
         [TEST_IDLE] = "ping (once)",
+        [TEST_BOOKING] = "booking.create, booking.cancel",
+        [TEST_REPLAY] = "events.watch since 0",
+        [TEST_WATCHERS] = "booking.create to watchers",
 };
 static const char *const test_redis_requests[_TEST_MAX] = {
         [TEST_PING] = "PING",
@@ -113,6 +125,13 @@ static unsigned arg_monitor_ms = 10;
 static unsigned arg_hash_workers;       /* 0: as vmmd: number of CPUs, at most 4 */
 static bool arg_startup;
 static char **arg_startup_cmd;
+static unsigned arg_startup_watch;      /* s of pings after the first answered one */
+static const char *arg_admin_socket;
+static unsigned arg_watchers = 1000;
+static unsigned arg_watch_users = 10;
+static unsigned arg_bookings = 20;
+static unsigned arg_replay_events = 100000;
+static unsigned arg_expect_bookings = UINT_MAX; /* --startup: wait for status to show it */
 
 /* ---- time, histograms ---- */
 
@@ -583,6 +602,7 @@ typedef struct Client {
         bool dead;              /* the connection failed; no more requests */
         bool done;              /* no more batches in this test */
         bool want_out;          /* EPOLLOUT registered */
+        bool booked;            /* booking: its VM is booked; cancel next */
 } Client;
 
 static Client *client_free(Client *c) {
@@ -770,9 +790,12 @@ typedef struct Worker {
 
 struct Bench {
         Target target;
+        BenchEnv env;           /* for vmmbench-part2.c */
         Test test;
-        Client **clients;
+        Client **clients;       /* VM sessions */
         unsigned n_clients;
+        Client **users;         /* user sessions (booking) */
+        unsigned n_users;
         Worker *workers;
         unsigned n_workers;
         Client *monitor;
@@ -852,6 +875,22 @@ static void queue_request(Worker *w, Client *c, Test test) {
                 snprintf(name, sizeof name, "r%lx-%x-%u-%" PRIu64, (long) getpid(),
                          (unsigned) (w->bench->start_ns & 0xffffff), w->id, seq);
                 queue_register(c, name);
+                break;
+        case TEST_BOOKING:
+                /* its own VM, booked and cancelled in turn: two durable writes */
+                vm_name(c->vm, name);
+                if (!c->booked) {
+                        mp_request(&c->out, c->msgid++, "booking.create", 2);
+                        mp_str(&c->out, "vm_id");
+                        mp_str(&c->out, name);
+                        mp_str(&c->out, "minutes");
+                        mp_uint(&c->out, 60);
+                } else {
+                        mp_request(&c->out, c->msgid++, "booking.cancel", 1);
+                        mp_str(&c->out, "vm_id");
+                        mp_str(&c->out, name);
+                }
+                c->booked = !c->booked;
                 break;
         default:
                 assert(false);
@@ -1154,6 +1193,10 @@ static int proc_cpu_s(long pid, double *ret) {
         return 0;
 }
 
+int bench_proc_cpu_s(long pid, double *ret) {
+        return proc_cpu_s(pid, ret);
+}
+
 static double self_cpu_s(void) {
         struct rusage ru;
         if (getrusage(RUSAGE_SELF, &ru) < 0)
@@ -1166,12 +1209,12 @@ static double self_cpu_s(void) {
 
 static bool first_json = true;
 
-static void json_begin(void) {
+void bench_json_begin(void) {
         printf("%s\n  {", first_json ? "[" : ",");
         first_json = false;
 }
 
-static void json_string(const char *s) {
+void bench_json_string(const char *s) {
         putchar('"');
         for (; *s; s++) {
                 unsigned char ch = (unsigned char) *s;
@@ -1203,7 +1246,7 @@ static void result_print(const Result *res) {
         const char *server = arg_redis ? "redis" : "vmmd";
         const char *req = (arg_redis ? test_redis_requests : test_vmmd_requests)[res->test];
         if (arg_json) {
-                json_begin();
+                bench_json_begin();
                 printf("\"server\": \"%s\", \"test\": \"%s\", \"request\": \"%s\", "
                        "\"clients\": %u, \"pipeline\": %u, \"threads\": %u, "
                        "\"requests\": %" PRIu64 ", \"errors\": %" PRIu64 ", "
@@ -1216,7 +1259,7 @@ static void result_print(const Result *res) {
                        res->client_cpu);
                 if (res->first_error[0]) {
                         printf(", \"first_error\": ");
-                        json_string(res->first_error);
+                        bench_json_string(res->first_error);
                 }
                 if (res->monitor)
                         printf(", \"ping_count\": %" PRIu64 ", \"ping_p50_ms\": %.3f, "
@@ -1327,6 +1370,96 @@ static int prepare_sessions(Bench *b) {
         return 0;
 }
 
+static void queue_user_auth(Client *c) {
+        char name[32];
+        snprintf(name, sizeof name, BENCH_USER_FORMAT, c->index + 1);
+        mp_request(&c->out, c->msgid++, "user.auth", 2);
+        mp_str(&c->out, "name");
+        mp_str(&c->out, name);
+        mp_str(&c->out, "password");
+        mp_str(&c->out, arg_password);
+}
+
+/* booking: client k is user k+1 (made over --admin-socket if given), logged
+ * in with user.auth; all at once, then one at a time when rate_limited. */
+static int prepare_users(Bench *b) {
+        char code[80];
+        int r;
+
+        if (arg_admin_socket) {
+                r = part2_users_create(&b->env, 1, b->n_users);
+                if (r < 0)
+                        return r;
+        }
+        /* connected only now: vmmd closes a connection that stays idle
+         * without a session for --idle-timeout (30 s), which creating many
+         * users on a busy machine can take */
+        for (unsigned i = 0; i < b->n_users; i++) {
+                r = client_new(&b->target, i, 0, &b->users[i]);
+                if (r < 0) {
+                        fprintf(stderr, "vmmbench: cannot connect to %s: %s\n", arg_server,
+                                strerror(-r));
+                        return r;
+                }
+                b->users[i]->vm = i % arg_vms + 1;
+        }
+        for (unsigned i = 0; i < b->n_users; i++) {
+                queue_user_auth(b->users[i]);
+                r = client_flush_blocking(b->users[i]);
+                if (r < 0)
+                        return r;
+        }
+        for (unsigned i = 0; i < b->n_users; i++) {
+                Client *c = b->users[i];
+                /* the logins wait in vmmd's hash queue (a busy machine may
+                 * take more than the socket's 10 s): up to 2 minutes */
+                ssize_t l;
+                unsigned waits = 0;
+                do
+                        l = client_read_reply(c);
+                while (l == -EAGAIN && ++waits < 12);
+                if (l < 0) {
+                        fprintf(stderr, "vmmbench: user.auth as " BENCH_USER_FORMAT ": %s\n",
+                                i + 1, l == -EAGAIN ? "no answer in 2 minutes"
+                                                    : strerror((int) -l));
+                        return (int) l;
+                }
+                Reply rep = vmmd_reply(c->in.data + c->in.off, (size_t) l, code, sizeof code);
+                c->in.off += (size_t) l;
+                for (int tries = 0; rep == REPLY_ERROR && strcmp(code, "rate_limited") == 0 &&
+                     tries < 600; tries++) {
+                        (void) usleep(100 * 1000);
+                        queue_user_auth(c);
+                        r = client_call(c, code, sizeof code);
+                        if (r < 0)
+                                return r;
+                        rep = code[0] ? REPLY_ERROR : REPLY_OK;
+                }
+                if (rep != REPLY_OK) {
+                        fprintf(stderr, "vmmbench: user.auth as " BENCH_USER_FORMAT " failed: %s%s\n",
+                                i + 1, code, arg_admin_socket ? "" : " (give --admin-socket, or "
+                                "load the users with vmm-load --users)");
+                        return -EACCES;
+                }
+                /* a booking that an earlier run left (it stopped between
+                 * create and cancel) goes first, or create would fail */
+                char vm[16];
+                vm_name(c->vm, vm);
+                mp_request(&c->out, c->msgid++, "booking.cancel", 1);
+                mp_str(&c->out, "vm_id");
+                mp_str(&c->out, vm);
+                r = client_call(c, code, sizeof code);
+                if (r < 0)
+                        return r;
+                if (code[0] && strcmp(code, "not_found") != 0) {
+                        fprintf(stderr, "vmmbench: booking.cancel %s as " BENCH_USER_FORMAT
+                                ": %s\n", vm, i + 1, code);
+                        return -EIO;
+                }
+        }
+        return 0;
+}
+
 /* --redis --load: write the records of all --vms VMs, pipelined. */
 static int redis_load(Bench *b) {
         Client *c = b->clients[0];
@@ -1425,6 +1558,15 @@ static int run_test(Bench *b, Test test) {
                         return negative_errno();
         }
 
+        /* booking runs on the user sessions, the others on the VMs' */
+        Client **set = test == TEST_BOOKING ? b->users : b->clients;
+        unsigned n_set = test == TEST_BOOKING ? b->n_users : b->n_clients;
+        for (unsigned i = 0; i < b->n_workers; i++)
+                b->workers[i].n_clients = 0;
+        for (unsigned i = 0; i < n_set; i++) {
+                Worker *w = &b->workers[i % b->n_workers];
+                w->clients[w->n_clients++] = set[i];
+        }
         for (unsigned i = 0; i < b->n_workers; i++) {
                 Worker *w = &b->workers[i];
                 Client **clients = w->clients;
@@ -1507,8 +1649,8 @@ static int run_test(Bench *b, Test test) {
         free(mon);
 
         /* dead clients are not reused */
-        for (unsigned i = 0; i < b->n_clients; i++)
-                if (b->clients[i]->dead) {
+        for (unsigned i = 0; i < n_set; i++)
+                if (set[i]->dead) {
                         fprintf(stderr, "vmmbench: client %u lost its connection; stopping\n", i);
                         return -ECONNRESET;
                 }
@@ -1570,7 +1712,7 @@ static int run_idle(Bench *b) {
         double per_conn = opened > 0 && rss1 > rss0 ? (double) (rss1 - rss0) * 1024.0 / opened : 0;
         if (r >= 0) {
                 if (arg_json) {
-                        json_begin();
+                        bench_json_begin();
                         printf("\"server\": \"%s\", \"test\": \"idle\", \"connections\": %u, "
                                "\"connect_s\": %.3f, \"rss_before_kib\": %" PRIu64 ", "
                                "\"rss_after_kib\": %" PRIu64 ", \"bytes_per_conn\": %.0f}",
@@ -1595,6 +1737,66 @@ static int run_idle(Bench *b) {
 }
 
 /* ---- start-up time ---- */
+
+/* --startup-watch: how the loop answered in its first seconds, while it ends
+ * the bookings that expired while it was down */
+typedef struct StartupWatch {
+        uint64_t pings, slow_pings;     /* slow: a round trip over 10 ms */
+        uint64_t max_rtt_ns, max_gap_ns, max_status_ns;
+        double bookings_ms;             /* READY to --expect-bookings; < 0: not seen */
+        uint64_t bookings;              /* the last count seen; UINT64_MAX: none */
+} StartupWatch;
+
+static int startup_watch(const Target *t, uint64_t ready_ns, StartupWatch *sw) {
+        const uint64_t ms = 1000000ull;
+        uint64_t interval = (uint64_t) MAX(arg_monitor_ms, 1u) * ms;
+        uint64_t end = now_ns() + (uint64_t) arg_startup_watch * 1000000000ull;
+        uint64_t last = 0, next_status = 0;
+        _cleanup_close_ int afd = -1;
+        Client *c = NULL;
+        char code[80];
+        int r;
+
+        *sw = (StartupWatch) { .bookings_ms = -1, .bookings = UINT64_MAX };
+        r = client_new(t, 0, 0, &c);
+        if (r >= 0 && arg_admin_socket) {
+                afd = part2_admin_open(arg_admin_socket);
+                r = afd < 0 ? afd : 0;
+        }
+        while (r >= 0 && now_ns() < end) {
+                uint64_t t0 = now_ns();
+                mp_request(&c->out, c->msgid++, "ping", -1);
+                r = client_call(c, code, sizeof code);
+                if (r >= 0 && code[0])
+                        r = -EIO;
+                uint64_t t1 = now_ns();
+                sw->pings++;
+                sw->max_rtt_ns = MAX(sw->max_rtt_ns, t1 - t0);
+                sw->slow_pings += t1 - t0 > 10 * ms;
+                if (last)
+                        sw->max_gap_ns = MAX(sw->max_gap_ns, t1 - last);
+                last = t1;
+                if (r >= 0 && afd >= 0 && sw->bookings_ms < 0 && t1 >= next_status) {
+                        uint64_t n;
+                        r = part2_status_bookings(afd, &n);
+                        uint64_t t2 = now_ns();
+                        sw->max_status_ns = MAX(sw->max_status_ns, t2 - t1);
+                        sw->max_gap_ns = MAX(sw->max_gap_ns, t2 - last);
+                        last = t2;
+                        if (r >= 0) {
+                                sw->bookings = n;
+                                if (n <= arg_expect_bookings)
+                                        sw->bookings_ms = (double) (t2 - ready_ns) / 1e6;
+                        }
+                        next_status = t2 + 20 * ms;
+                }
+                uint64_t t3 = now_ns();
+                if (t3 < t0 + interval)
+                        (void) usleep((useconds_t) ((t0 + interval - t3) / 1000));
+        }
+        client_free(c);
+        return r;
+}
 
 static int run_startup(void) {
         char dir[] = "/tmp/vmmbench-XXXXXX";
@@ -1638,6 +1840,7 @@ static int run_startup(void) {
 
         uint64_t deadline = t0 + (uint64_t) arg_seconds * 1000000000ull;
         uint64_t ready_ns = 0, ping_ns = 0;
+        StartupWatch sw = { .bookings_ms = -1 };
         r = 0;
         while ((ready_ns == 0 || ping_ns == 0) && now_ns() < deadline) {
                 char msg[4096];
@@ -1671,6 +1874,11 @@ static int run_startup(void) {
                         (void) poll(&pfd, 1, 1);
                 }
         }
+        if (pid > 0 && ready_ns && ping_ns && arg_startup_watch > 0) {
+                r = startup_watch(&t, ready_ns, &sw);
+                if (r < 0)
+                        fprintf(stderr, "vmmbench: --startup-watch: %s\n", strerror(-r));
+        }
         if (pid > 0) {
                 /* stop it by its pid; give it 10 s, as vmmd promises */
                 (void) kill(pid, SIGTERM);
@@ -1692,13 +1900,37 @@ static int run_startup(void) {
         double ready_ms = ready_ns ? (double) (ready_ns - t0) / 1e6 : -1;
         double ping_ms = ping_ns ? (double) (ping_ns - t0) / 1e6 : -1;
         if (arg_json) {
-                json_begin();
+                bench_json_begin();
                 printf("\"test\": \"startup\", \"command\": ");
-                json_string(arg_startup_cmd[0]);
-                printf(", \"ready_ms\": %.1f, \"first_ping_ms\": %.1f}\n]\n", ready_ms, ping_ms);
-        } else
+                bench_json_string(arg_startup_cmd[0]);
+                printf(", \"ready_ms\": %.1f, \"first_ping_ms\": %.1f", ready_ms, ping_ms);
+                if (arg_startup_watch > 0)
+                        printf(", \"watch_s\": %u, \"interval_ms\": %u, \"pings\": %" PRIu64
+                               ", \"slow_pings\": %" PRIu64 ", \"max_rtt_ms\": %.3f, "
+                               "\"max_gap_ms\": %.3f, \"max_status_ms\": %.3f, "
+                               "\"bookings_done_ms\": %.1f, \"bookings_left\": %" PRId64,
+                               arg_startup_watch, arg_monitor_ms, sw.pings, sw.slow_pings,
+                               (double) sw.max_rtt_ns / 1e6, (double) sw.max_gap_ns / 1e6,
+                               (double) sw.max_status_ns / 1e6, sw.bookings_ms,
+                               sw.bookings == UINT64_MAX ? (int64_t) -1 : (int64_t) sw.bookings);
+                printf("}\n]\n");
+        } else {
                 printf("start-up of %s: READY=1 after %.1f ms, first ping answered after %.1f ms\n",
                        arg_startup_cmd[0], ready_ms, ping_ms);
+                if (arg_startup_watch > 0)
+                        printf("  then %" PRIu64 " pings every %u ms for %u s: longest round trip "
+                               "%.3f ms, %" PRIu64 " over 10 ms; longest gap between answers "
+                               "%.3f ms\n", sw.pings, arg_monitor_ms, arg_startup_watch,
+                               (double) sw.max_rtt_ns / 1e6, sw.slow_pings,
+                               (double) sw.max_gap_ns / 1e6);
+                if (arg_startup_watch > 0 && arg_admin_socket)
+                        printf("  status: %s%.1f ms after READY (bookings %" PRId64 "; longest "
+                               "status call %.3f ms)\n",
+                               sw.bookings_ms >= 0 ? "the expected bookings left " : "not seen ",
+                               sw.bookings_ms, sw.bookings == UINT64_MAX ? (int64_t) -1
+                                                                         : (int64_t) sw.bookings,
+                               (double) sw.max_status_ns / 1e6);
+        }
         return ready_ns || ping_ns ? 0 : -ETIMEDOUT;
 }
 
@@ -1726,6 +1958,19 @@ static void help(void) {
                "                        register  register a new VM each time (with 2 disks)\n"
                "                        idle      open -c connections, one ping each; with\n"
                "                                  --server-pid, the server's RSS per connection\n"
+               "                        booking   a user session each (u000001, u000002, ...):\n"
+               "                                  booking.create of its own VM for 60 minutes,\n"
+               "                                  then booking.cancel, in turn (both durable)\n"
+               "                        replay    events.watch {since: 0} as an admin user on\n"
+               "                                  TCP: the time to the last of --replay-events\n"
+               "                                  feed events (and gaps in their positions)\n"
+               "                        watchers  --watchers connections from 127.0.0.2..\n"
+               "                                  resume --watch-users sessions and watch\n"
+               "                                  booking.created; another user books\n"
+               "                                  --bookings VMs (from the end of --vms) one\n"
+               "                                  at a time: p50/p99/max from each booking's\n"
+               "                                  reply to each watcher's receipt (kernel\n"
+               "                                  receive timestamps)\n"
                "      --vms N           VMs vm000001..vmN to use (default: one per client);\n"
                "                        client k works on VM (k mod N) + 1. Missing VMs are\n"
                "                        registered; for many, fill the database with vmm-load\n"
@@ -1738,21 +1983,33 @@ static void help(void) {
                "                        VM k's record is the hash vm:%%012u of k-1, the keys\n"
                "                        redis-benchmark's __rand_int__ makes\n"
                "      --load            with --redis: first write the records of all --vms VMs\n"
-               "      --server-pid PID  report the server's CPU use, and its RSS for idle\n"
-               "      --list-limit N    VMs per vm.list page (default 100)\n"
+               "      --server-pid PID  report the server's CPU use, and its RSS for idle\n",
+               DEFAULT_PASSWORD, DEFAULT_SERVER, DEFAULT_REDIS_SERVER);
+        printf("      --list-limit N    VMs per vm.list page (default 100)\n"
                "      --monitor-ms MS   auth/register: ping interval on the extra connection\n"
                "                        (default 10; 0: none)\n"
                "      --hash-workers N  vmmd's hash workers, for the auth bound (default: CPUs,\n"
                "                        at most 4, as vmmd)\n"
+               "      --admin-socket PATH  booking, replay, watchers: create the users there\n"
+               "                        first (user.create; one that exists is used as it is);\n"
+               "                        --startup: poll its status for --expect-bookings\n"
+               "      --watchers N      watchers: connections (default 1000)\n"
+               "      --watch-users N   watchers: user sessions they resume (default 10)\n"
+               "      --bookings N      watchers: bookings, one at a time (default 20)\n"
+               "      --replay-events N replay: feed events to wait for (default 100000)\n"
                "      --startup         run CMD (a vmmd with its arguments) with NOTIFY_SOCKET\n"
                "                        set, report the time to READY=1 and to the first\n"
                "                        answered ping at --server, then stop it (SIGTERM)\n"
+               "      --startup-watch S --startup: then ping every --monitor-ms for S seconds\n"
+               "                        and report the longest round trip and gap (the loop's\n"
+               "                        stalls while it ends expired bookings)\n"
+               "      --expect-bookings N  --startup-watch: the time from READY until the\n"
+               "                        admin socket's status shows at most N bookings\n"
                "      --json            print a JSON array of results instead\n"
                "  -h, --help            show this help\n\n"
                "Latency is from sending a batch to receiving each response. Errors are error\n"
                "responses, plus requests lost with a connection or unanswered 5 s after the\n"
-               "time limit; requests/s counts every response.\n",
-               DEFAULT_PASSWORD, DEFAULT_SERVER, DEFAULT_REDIS_SERVER);
+               "time limit; requests/s counts every response.\n");
 }
 
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret) {
@@ -1803,7 +2060,8 @@ static int parse_argv(int argc, char *argv[]) {
         enum {
                 ARG_VMS = 0x100, ARG_SECONDS, ARG_SERVER, ARG_JSON, ARG_THREADS, ARG_REDIS,
                 ARG_LOAD, ARG_PASSWORD, ARG_SERVER_PID, ARG_LIST_LIMIT, ARG_MONITOR_MS,
-                ARG_HASH_WORKERS, ARG_STARTUP,
+                ARG_HASH_WORKERS, ARG_STARTUP, ARG_ADMIN_SOCKET, ARG_WATCHERS, ARG_WATCH_USERS,
+                ARG_BOOKINGS, ARG_REPLAY_EVENTS, ARG_STARTUP_WATCH, ARG_EXPECT_BOOKINGS,
         };
         static const struct option options[] = {
                 { "clients",      required_argument, NULL, 'c' },
@@ -1823,6 +2081,13 @@ static int parse_argv(int argc, char *argv[]) {
                 { "monitor-ms",   required_argument, NULL, ARG_MONITOR_MS },
                 { "hash-workers", required_argument, NULL, ARG_HASH_WORKERS },
                 { "startup",      no_argument,       NULL, ARG_STARTUP },
+                { "admin-socket", required_argument, NULL, ARG_ADMIN_SOCKET },
+                { "watchers",     required_argument, NULL, ARG_WATCHERS },
+                { "watch-users",  required_argument, NULL, ARG_WATCH_USERS },
+                { "bookings",     required_argument, NULL, ARG_BOOKINGS },
+                { "replay-events", required_argument, NULL, ARG_REPLAY_EVENTS },
+                { "startup-watch", required_argument, NULL, ARG_STARTUP_WATCH },
+                { "expect-bookings", required_argument, NULL, ARG_EXPECT_BOOKINGS },
                 { "help",         no_argument,       NULL, 'h' },
                 { NULL, 0, NULL, 0 }
         };
@@ -1901,6 +2166,36 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_STARTUP:
                         arg_startup = true;
                         break;
+                case ARG_ADMIN_SOCKET:
+                        arg_admin_socket = optarg;
+                        break;
+                case ARG_WATCHERS:
+                        if (parse_uint_arg("--watchers", optarg, 1, CLIENTS_MAX, &arg_watchers) < 0)
+                                return -EINVAL;
+                        break;
+                case ARG_WATCH_USERS:
+                        if (parse_uint_arg("--watch-users", optarg, 1, 1000, &arg_watch_users) < 0)
+                                return -EINVAL;
+                        break;
+                case ARG_BOOKINGS:
+                        if (parse_uint_arg("--bookings", optarg, 1, 10000, &arg_bookings) < 0)
+                                return -EINVAL;
+                        break;
+                case ARG_REPLAY_EVENTS:
+                        if (parse_uint_arg("--replay-events", optarg, 1, 100000000,
+                                           &arg_replay_events) < 0)
+                                return -EINVAL;
+                        break;
+                case ARG_STARTUP_WATCH:
+                        if (parse_uint_arg("--startup-watch", optarg, 0, SECONDS_MAX,
+                                           &arg_startup_watch) < 0)
+                                return -EINVAL;
+                        break;
+                case ARG_EXPECT_BOOKINGS:
+                        if (parse_uint_arg("--expect-bookings", optarg, 0, 100000000,
+                                           &arg_expect_bookings) < 0)
+                                return -EINVAL;
+                        break;
                 case 'h':
                         help();
                         return 1;
@@ -1968,24 +2263,33 @@ int main(int argc, char *argv[]) {
                 return EXIT_FAILURE;
         }
 
-        bool only_idle = true;
+        /* the closed-loop tests on VM connections (not idle, nor part 2's) */
+        bool need_clients = false;
         for (int i = 0; i < _TEST_MAX; i++)
-                if (arg_tests[i] && i != TEST_IDLE)
-                        only_idle = false;
+                if (arg_tests[i] && i != TEST_IDLE && i != TEST_BOOKING && i != TEST_REPLAY &&
+                    i != TEST_WATCHERS)
+                        need_clients = true;
         bool need_session = !arg_redis &&
                             (arg_tests[TEST_GET] || arg_tests[TEST_UPDATE] || arg_tests[TEST_LIST]);
+        b.env = (BenchEnv) {
+                .addr = &b.target.addr, .addr_len = b.target.addr_len,
+                .admin_socket = arg_admin_socket, .password = arg_password,
+                .seconds = arg_seconds, .vms = arg_vms, .replay_events = arg_replay_events,
+                .watchers = arg_watchers, .watch_users = arg_watch_users,
+                .bookings = arg_bookings, .server_pid = arg_server_pid, .json = arg_json,
+        };
         if (need_session && arg_clients > arg_vms * VMM_SESSIONS_PER_VM)
                 fprintf(stderr, "vmmbench: warning: %u clients on %u VMs: past %d sessions per "
                         "VM, vmmd ends the oldest\n", arg_clients, arg_vms, VMM_SESSIONS_PER_VM);
 
-        /* the clients of the load tests (not for idle alone) */
-        b.n_clients = only_idle && !arg_load ? 0 : arg_clients;
-        if (arg_load && only_idle)
-                b.n_clients = 1;
+        /* the clients of the load tests */
+        b.n_clients = need_clients ? arg_clients : arg_load ? 1 : 0;
+        b.n_users = arg_tests[TEST_BOOKING] ? arg_clients : 0;
         b.clients = calloc(MAX(b.n_clients, 1u), sizeof *b.clients);
+        b.users = calloc(MAX(b.n_users, 1u), sizeof *b.users);
         b.n_workers = arg_threads;
         b.workers = calloc(b.n_workers, sizeof *b.workers);
-        if (!b.clients || !b.workers) {
+        if (!b.clients || !b.users || !b.workers) {
                 fprintf(stderr, "vmmbench: out of memory\n");
                 return EXIT_FAILURE;
         }
@@ -2010,23 +2314,26 @@ int main(int argc, char *argv[]) {
                 if (r < 0)
                         goto finish;
         }
-        for (unsigned i = 0; i < b.n_clients; i++)
-                if (fcntl(b.clients[i]->fd, F_SETFL, O_NONBLOCK) < 0) {
+        if (b.n_users > 0) {
+                r = prepare_users(&b);
+                if (r < 0)
+                        goto finish;
+        }
+        for (unsigned i = 0; i < b.n_clients + b.n_users; i++) {
+                Client *c = i < b.n_clients ? b.clients[i] : b.users[i - b.n_clients];
+                if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0) {
                         r = negative_errno();
                         goto finish;
                 }
-        if (b.n_clients > 0)
-                for (unsigned i = 0; i < b.n_workers; i++) {
-                        b.workers[i].clients = calloc(b.n_clients / b.n_workers + 1,
-                                                      sizeof(Client *));
-                        if (!b.workers[i].clients) {
-                                r = -ENOMEM;
-                                goto finish;
-                        }
+        }
+        /* run_test gives each worker its share of the clients of each test */
+        for (unsigned i = 0; i < b.n_workers; i++) {
+                b.workers[i].clients = calloc(MAX(b.n_clients, b.n_users) / b.n_workers + 1,
+                                              sizeof(Client *));
+                if (!b.workers[i].clients) {
+                        r = -ENOMEM;
+                        goto finish;
                 }
-        for (unsigned i = 0; i < b.n_clients; i++) {
-                Worker *w = &b.workers[i % b.n_workers];
-                w->clients[w->n_clients++] = b.clients[i];
         }
 
         /* run in the order given */
@@ -2034,19 +2341,24 @@ int main(int argc, char *argv[]) {
                 size_t n = strcspn(s, ",");
                 for (int i = 0; i < _TEST_MAX; i++)
                         if (strlen(test_names[i]) == n && strncmp(s, test_names[i], n) == 0)
-                                r = i == TEST_IDLE ? run_idle(&b) : run_test(&b, (Test) i);
+                                r = i == TEST_IDLE       ? run_idle(&b)
+                                    : i == TEST_REPLAY   ? part2_run_replay(&b.env)
+                                    : i == TEST_WATCHERS ? part2_run_watchers(&b.env)
+                                                         : run_test(&b, (Test) i);
                 s += n;
                 if (*s == ',')
                         s++;
         }
+finish:
         if (r < 0)
                 fprintf(stderr, "vmmbench: %s\n", strerror(-r));
-
-finish:
         if (arg_json && !first_json)
                 printf("\n]\n");
         for (unsigned i = 0; i < b.n_clients; i++)
                 client_free(b.clients[i]);
+        for (unsigned i = 0; i < b.n_users; i++)
+                client_free(b.users[i]);
+        free(b.users);
         client_free(b.monitor);
         for (unsigned i = 0; i < b.n_workers; i++)
                 free(b.workers[i].clients);
