@@ -1005,13 +1005,16 @@ def test_shutdown_with_a_stuck_backup(make_daemon):
         b.close()
 
 
-def test_idle_watcher_is_kept(daemon):
+def test_idle_watcher_is_kept(make_daemon):
     """An admin connection is not an anonymous TCP one: a watcher that sends
-    nothing for more than the 30 s idle limit still gets its events."""
+    nothing for longer than the idle limit (3 s here) still gets its events."""
+    daemon = make_daemon(args=['--idle-timeout', '3'])
     w = watcher(daemon)
     a = admin(daemon)
+    anon = daemon.client()           # the limit is real: this one is closed
     try:
-        time.sleep(33)
+        time.sleep(4.5)
+        assert not anon.is_open(), 'the idle limit did not close an anonymous TCP client'
         daemon.register('late-vm')
         evs = read_events(w, lambda evs: any(e.get('vm_id') == 'late-vm' for e in evs))
         check_seqs(evs)
@@ -1019,6 +1022,7 @@ def test_idle_watcher_is_kept(daemon):
     finally:
         w.close()
         a.close()
+        anon.close()
 
 
 def test_backup_under_load(daemon, make_daemon, tmp_path):
