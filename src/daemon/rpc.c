@@ -124,12 +124,18 @@ void method_table_done(MethodTable *t) {
 static MethodEntry *method_find(const MethodTable *t, const char *name, size_t len) {
         size_t lo = 0, hi = t->n;
 
+        if (len == 0)
+                return NULL;    /* no method is nameless (and name may be NULL) */
+
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
                 const char *m = t->entries[mid].name;
-                int c = strncmp(m, name, len);
+                size_t mlen = strlen(m);
+                /* name may hold any byte, NUL too: compare bytes, then
+                 * lengths (a prefix sorts first, as in the table's order) */
+                int c = memcmp(m, name, MIN(mlen, len));
                 if (c == 0)
-                        c = m[len] == '\0' ? 0 : 1;
+                        c = mlen < len ? -1 : mlen > len;
                 if (c == 0)
                         return &t->entries[mid];
                 if (c < 0)
