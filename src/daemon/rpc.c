@@ -869,13 +869,16 @@ bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cut
         }
 
         phase_result(r, r->method->start ? r->method->start(r) : RPC_NEXT, false, false);
+        goto held;
+finish:
+        request_finish(r);
+held:
+        /* still working on it, or its answer waits for a durable commit (an
+         * early error that read the store, too): the connection waits, and
+         * is resumed, and so flushed, when the answer goes out */
         if (c->busy) {
-                /* still working on it: the connection waits */
                 c->busy_held = true;
                 return true;
         }
-        return false;
-finish:
-        request_finish(r);
         return false;
 }
