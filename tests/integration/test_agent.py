@@ -441,6 +441,9 @@ def test_part2_booking_made_while_away_runs_once(part2, make_agent, tmp_path):
     ag.start()
     assert wait_until(lambda: out.exists() and out.read_text().startswith('booking.created'),
                       timeout=20)
+    # the event counts as handled once its hooks have ended (vmclient(1)):
+    # stopping before that reruns it, which the next test shows
+    ag.wait_log(r'hook log done \(booking\.created\)', timeout=20)
     ag.stop()
     ag.start()
     ag.wait_log(r'first report to \S+ done: ready', timeout=FIRST)
@@ -450,6 +453,35 @@ def test_part2_booking_made_while_away_runs_once(part2, make_agent, tmp_path):
     with open(os.path.join(ag.state, 'feed')) as f:
         assert int(f.read()) >= feed
     assert stat.S_IMODE(os.stat(os.path.join(ag.state, 'feed')).st_mode) == 0o600
+
+
+def test_part2_event_interrupted_by_a_stop_runs_again(part2, make_agent, tmp_path):
+    """vmclient(1): the feed position is stored once every hook of an event
+    has run, so an agent stopped while a hook runs runs it again."""
+    daemon = part2
+    out = tmp_path / 'hooks.out'
+    ag = make_agent(daemon, vm='p2vm4')
+    hooks = os.path.join(os.path.dirname(ag.state), 'hooks')
+    os.makedirs(hooks)
+    p = os.path.join(hooks, 'slow')
+    with open(p, 'w') as f:
+        # the first run writes, then hangs until killed; the second ends
+        f.write(f'#!/bin/sh\necho "$VMM_EVENT $VMM_FEED" >> {out}\n'
+                f'[ "$(wc -l < {out})" -gt 1 ] || sleep 60\n')
+    os.chmod(p, 0o755)
+    ag.wait_log(r'first report to \S+ done: ready', timeout=FIRST)
+    a = admin(daemon)
+    a.ok('user.create', {'name': 'carol', 'password': 'carol-pw-12'})
+    a.ok('booking.create', {'vm_id': 'p2vm4', 'hours': 1, 'user': 'carol'})
+    a.close()
+    assert wait_until(lambda: out.exists() and out.read_text().startswith('booking.created'),
+                      timeout=20)
+    ag.stop()
+    assert 'stopping: killing hook slow' in ag.log_text()
+    ag.start()
+    ag.wait_log(r'hook slow done \(booking\.created\)', timeout=20)
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], lines
 
 
 # ---- the unit ----
