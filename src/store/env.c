@@ -108,6 +108,7 @@ static const struct {
         unsigned flags;
         size_t offset;
         unsigned since;         /* schema version that added it */
+        unsigned until;         /* schema version that replaced it (0: none) */
 } tables[] = {
         { "vms", 0, offsetof(StoreDbis, vms), 1 },
         { "disks", 0, offsetof(StoreDbis, disks), 1 },
@@ -124,8 +125,10 @@ static const struct {
         { "booking_expiry", 0, offsetof(StoreDbis, booking_expiry), 2 },
         { "user_bookings", MDB_DUPSORT, offsetof(StoreDbis, user_bookings), 2 },
         { "history", 0, offsetof(StoreDbis, history), 2 },
-        { "history_user", MDB_DUPSORT, offsetof(StoreDbis, history_user), 2 },
-        { "history_vm", MDB_DUPSORT, offsetof(StoreDbis, history_vm), 2 },
+        { "history_user", MDB_DUPSORT, offsetof(StoreDbis, history_user2), 2, 3 },
+        { "history_vm", MDB_DUPSORT, offsetof(StoreDbis, history_vm2), 2, 3 },
+        { "history_by_user", 0, offsetof(StoreDbis, history_user), 3 },
+        { "history_by_vm", 0, offsetof(StoreDbis, history_vm), 3 },
         { "feed", 0, offsetof(StoreDbis, feed), 2 },
         { "os", 0, offsetof(StoreDbis, os), 2 },
         { "requests", 0, offsetof(StoreDbis, requests), 2 },
@@ -161,6 +164,51 @@ static int upgrade_from_1(Store *s, MDB_txn *txn) {
                         return r;
         }
         return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
+}
+
+/* Copies one schema-2 history index (DUPSORT, name -> be64 feed) into its
+ * schema-3 table (name NUL be64 feed -> empty), then deletes it. */
+static int history_index_upgrade(MDB_txn *txn, MDB_dbi *old, MDB_dbi new) {
+        _cleanup_(cursor_closep) MDB_cursor *c = NULL;
+        MDB_val k, v, empty = val_of("", 0);
+        uint8_t nk[STORE_HISTORY_KEY_MAX];
+        int rc, r;
+
+        r = store_errno(mdb_cursor_open(txn, *old, &c));
+        if (r < 0)
+                return r;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+                if (k.mv_size == 0 || k.mv_size + 9 > sizeof nk || v.mv_size != 8 ||
+                    memchr(k.mv_data, 0, k.mv_size))
+                        return -EBADMSG;
+                memcpy(nk, k.mv_data, k.mv_size);
+                nk[k.mv_size] = 0;
+                memcpy(nk + k.mv_size + 1, v.mv_data, 8);
+                MDB_val nkv = val_of(nk, k.mv_size + 9);
+                r = store_errno(mdb_put(txn, new, &nkv, &empty, 0));
+                if (r < 0)
+                        return r;
+        }
+        if (rc != MDB_NOTFOUND)
+                return store_errno(rc);
+        mdb_cursor_close(c);
+        c = NULL;
+        r = store_errno(mdb_drop(txn, *old, 1));        /* also closes the handle */
+        *old = 0;
+        return r;
+}
+
+/* Schema 2 -> 3: the history indexes become plain tables (bookings.c says
+ * why). A file of schema 1 has no history: nothing to copy. */
+static int upgrade_from_2(Store *s, MDB_txn *txn) {
+        int r = 0;
+
+        if (s->dbi.history_user2)
+                r = history_index_upgrade(txn, &s->dbi.history_user2, s->dbi.history_user);
+        if (r >= 0 && s->dbi.history_vm2)
+                r = history_index_upgrade(txn, &s->dbi.history_vm2, s->dbi.history_vm);
+        return r;
 }
 
 /* In one txn: checks or creates the meta records, opens every table, and
@@ -245,10 +293,17 @@ static int store_setup(Store *s, bool read_only, unsigned *ret_upgraded, char *e
         for (size_t i = 0; i < ELEMENTSOF(tables); i++) {
                 MDB_dbi *dbi = (MDB_dbi *) ((uint8_t *) &s->dbi + tables[i].offset);
 
+                unsigned create = read_only ? 0 : MDB_CREATE;
+
                 if (read_only && tables[i].since > version)
                         continue;       /* an older file: not there, and not created */
-                r = store_errno(mdb_dbi_open(txn, tables[i].name,
-                                             (read_only ? 0 : MDB_CREATE) | tables[i].flags, dbi));
+                if (tables[i].until) {
+                        /* a replaced table: opened only on a file that has it */
+                        if (version < tables[i].since || version >= tables[i].until)
+                                continue;
+                        create = 0;
+                }
+                r = store_errno(mdb_dbi_open(txn, tables[i].name, create | tables[i].flags, dbi));
                 if (r < 0) {
                         store_set_error(errbuf, errlen, "database %s: cannot open table %s: %s",
                                         s->path, tables[i].name, strerror(-r));
@@ -265,6 +320,15 @@ static int store_setup(Store *s, bool read_only, unsigned *ret_upgraded, char *e
         }
         if (version < 2) {
                 r = upgrade_from_1(s, txn);
+                if (r < 0) {
+                        store_set_error(errbuf, errlen,
+                                        "database %s: cannot upgrade from schema version %" PRIu32
+                                        ": %s", s->path, version, strerror(-r));
+                        return r;
+                }
+        }
+        if (version < 3) {
+                r = upgrade_from_2(s, txn);
                 if (r < 0) {
                         store_set_error(errbuf, errlen,
                                         "database %s: cannot upgrade from schema version %" PRIu32
@@ -289,6 +353,8 @@ static int store_setup(Store *s, bool read_only, unsigned *ret_upgraded, char *e
         if (r < 0)
                 store_set_error(errbuf, errlen, "cannot write database %s: %s", s->path,
                                 strerror(-r));
+        else
+                s->dbi.schema = STORE_SCHEMA_VERSION;   /* upgraded, if it was older */
         return r;
 }
 
@@ -821,27 +887,6 @@ int store_walk(StoreTxn *t, MDB_dbi dbi, WalkMode mode, const MDB_val *key, cons
                         rc = mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE);
                         if (rc == 0 && val_eq(&v, after->mv_data, after->mv_size))
                                 rc = mdb_cursor_get(c, &k, &v, next);
-                }
-                break;
-        case WALK_DUPS_BACK:
-                next = MDB_PREV_DUP;
-                k = *key;
-                if (!after) {
-                        rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
-                        if (rc == 0)
-                                rc = mdb_cursor_get(c, &k, &v, MDB_LAST_DUP);
-                } else {
-                        v = *after;
-                        rc = mdb_cursor_get(c, &k, &v, MDB_GET_BOTH_RANGE);
-                        if (rc == 0)    /* at the first value >= after: step back */
-                                rc = mdb_cursor_get(c, &k, &v, MDB_PREV_DUP);
-                        else if (rc == MDB_NOTFOUND) {
-                                /* every value is < after (or no such key) */
-                                k = *key;
-                                rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
-                                if (rc == 0)
-                                        rc = mdb_cursor_get(c, &k, &v, MDB_LAST_DUP);
-                        }
                 }
                 break;
         default:

@@ -22,10 +22,21 @@ typedef struct StoreDbis {
         MDB_dbi meta, vms, disks, vm_disks, sessions, vm_sessions;
         /* schema 2 */
         MDB_dbi user_sessions, session_expiry, users, groups, group_names, group_vms;
-        MDB_dbi bookings, booking_expiry, user_bookings, history, history_user, history_vm;
+        MDB_dbi bookings, booking_expiry, user_bookings, history;
         MDB_dbi feed, os, requests;
+        /* schema 3: the history indexes, keys name NUL be64(feed) (bookings.c) */
+        MDB_dbi history_user, history_vm;
+        /* schema 2 only: the history indexes as DUPSORT tables (name -> feed);
+         * opened on a file of schema 2 (read-only, or for its upgrade), else 0 */
+        MDB_dbi history_user2, history_vm2;
         uint32_t schema;                /* the version of the file (read-only opens) */
 } StoreDbis;
+
+/* the longest key of a history index: a name, NUL, 8 bytes of feed */
+#define STORE_HISTORY_KEY_MAX (MAX(STORE_NAME_MAX, VMM_VM_ID_MAX) + 9)
+/* Splits a history index key; -EBADMSG when it is not one. */
+int store_history_index_parse(const void *key, size_t len, const char **ret_name,
+                              size_t *ret_name_len, uint64_t *ret_feed);
 
 struct Store {
         MDB_env *env;
@@ -139,14 +150,12 @@ typedef enum WalkMode {
         WALK_ALL,       /* every entry from the start (or after `after`) */
         WALK_KEYS,      /* distinct keys only (DUPSORT tables) */
         WALK_DUPS,      /* the values of one key (DUPSORT), from the first */
-        WALK_DUPS_BACK, /* the values of one key, newest (last) first */
 } WalkMode;
 
 /* f gets each key and value; returns 0 to go on, > 0 to stop (returned),
  * < 0 error (returned). ALL/KEYS: after (may be NULL) positions strictly
  * after that key. DUPS: key is the key; after (may be NULL) positions
- * strictly after that value. DUPS_BACK: key is the key; after (may be NULL)
- * positions strictly before that value. */
+ * strictly after that value. */
 typedef int (*WalkFunc)(void *userdata, const MDB_val *k, const MDB_val *v);
 int store_walk(StoreTxn *t, MDB_dbi dbi, WalkMode mode, const MDB_val *key, const MDB_val *after,
                WalkFunc f, void *userdata);

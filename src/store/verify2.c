@@ -360,6 +360,24 @@ int verify_booking_indexes(Verify *v) {
 
 /* ---- history ---- */
 
+/* Is feed position key (8 bytes) under name in a history index? 1 yes, 0
+ * no, < 0 error. Schema 3 keys name NUL feed; schema 2 kept name -> feed in
+ * a DUPSORT table. */
+static int history_indexed(Verify *v, bool by_user, const char *name, const void *key) {
+        uint8_t ik[STORE_HISTORY_KEY_MAX];
+        size_t n = strlen(name);
+
+        if (v->dbi.schema < 3)
+                return dup_exists(v, by_user ? v->dbi.history_user2 : v->dbi.history_vm2, name, n,
+                                  key, 8);
+        if (n + 9 > sizeof ik)
+                return 0;
+        memcpy(ik, name, n);
+        ik[n] = 0;
+        memcpy(ik + n + 1, key, 8);
+        return lookup(v, by_user ? v->dbi.history_user : v->dbi.history_vm, ik, n + 9, NULL);
+}
+
 static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
         StoreHistory h;
         int r;
@@ -369,9 +387,9 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
                                be64_key(k));
                 return 0;
         }
-        r = dup_exists(v, v->dbi.history_user, h.user, strlen(h.user), k->mv_data, 8);
-        if (r >= 0 && r == 1)
-                r = dup_exists(v, v->dbi.history_vm, h.vm_id, strlen(h.vm_id), k->mv_data, 8);
+        r = history_indexed(v, true, h.user, k->mv_data);
+        if (r == 1)
+                r = history_indexed(v, false, h.vm_id, k->mv_data);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -379,22 +397,68 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
         return 0;
 }
 
-static int history_index_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
-        int r = d->mv_size == 8 ? lookup(v, v->dbi.history, d->mv_data, 8, NULL) : 0;
+/* An index entry names a history record of that user (or VM). */
+static int history_index_check(Verify *v, bool by_user, const char *name, size_t name_len,
+                               const void *feed_key) {
+        StoreHistory h;
+        MDB_val d;
+        int r = lookup(v, v->dbi.history, feed_key, 8, &d);
 
         if (r < 0)
                 return r;
-        if (r == 0)
+        if (r == 0) {
                 verify_problem(v, "history index: entry %" PRIu64 " has no history record",
-                               be64_key(d));
+                               get_be64(feed_key));
+                return 0;
+        }
+        if (record_history_decode(d.mv_data, d.mv_size, &h) < 0)
+                return 0;       /* the walk of the history reports it */
+        const char *of = by_user ? h.user : h.vm_id;
+        if (strlen(of) != name_len || memcmp(of, name, name_len) != 0)
+                verify_problem(v, "history index: entry %" PRIu64 " is under %.*s, its record "
+                               "names %s", get_be64(feed_key), (int) name_len, name, of);
         return 0;
 }
 
+static int history_index_entry(Verify *v, const MDB_val *k, const MDB_val *d, bool by_user) {
+        const char *name;
+        size_t n;
+        uint64_t feed;
+        uint8_t fb[8];
+
+        if (v->dbi.schema < 3) {
+                if (d->mv_size != 8) {
+                        verify_problem(v, "history index: an entry of %zu bytes", d->mv_size);
+                        return 0;
+                }
+                return history_index_check(v, by_user, k->mv_data, k->mv_size, d->mv_data);
+        }
+        if (store_history_index_parse(k->mv_data, k->mv_size, &name, &n, &feed) < 0 ||
+            d->mv_size != 0) {
+                verify_problem(v, "history index: a malformed entry (%zu-byte key)", k->mv_size);
+                return 0;
+        }
+        put_be64(fb, feed);
+        return history_index_check(v, by_user, name, n, fb);
+}
+
+static int history_user_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
+        return history_index_entry(v, k, d, true);
+}
+
+static int history_vm_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
+        return history_index_entry(v, k, d, false);
+}
+
 int verify_history(Verify *v) {
+        bool old = v->dbi.schema < 3;
         int r = walk(v, v->dbi.history, &v->stats.history, history_entry);
+
         if (r >= 0)
-                r = walk(v, v->dbi.history_user, NULL, history_index_entry);
-        return r < 0 ? r : walk(v, v->dbi.history_vm, NULL, history_index_entry);
+                r = walk(v, old ? v->dbi.history_user2 : v->dbi.history_user, NULL,
+                         history_user_entry);
+        return r < 0 ? r : walk(v, old ? v->dbi.history_vm2 : v->dbi.history_vm, NULL,
+                                history_vm_entry);
 }
 
 /* ---- feed ---- */

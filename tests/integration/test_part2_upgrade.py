@@ -162,3 +162,77 @@ def test_upgrade_is_one_transaction_on_a_copy(old_db, tmp_path):
     finally:
         d.stop()
         d.cleanup()
+
+
+# ---- schema 2 -> 3: the booking history indexes become plain tables ----
+
+UPGRADED_2 = re.compile(r'upgraded from schema version 2 to 3', re.I)
+
+
+@pytest.fixture
+def schema2_db(tmp_path):
+    with open(os.path.join(DATA, 'schema2.json')) as f:
+        want = json.load(f)
+    state = tmp_path / 'state2'
+    state.mkdir()
+    db = state / 'vmmd.mdb'
+    shutil.copyfile(os.path.join(DATA, 'schema2.mdb'), db)
+    return str(state), str(db), want
+
+
+def history_pages(a, before, **p):
+    """booking.history in pages of 4, entries older than feed `before` (the
+    fixture's bookings may have expired since, adding newer entries)."""
+    entries, after = [], before
+    while True:
+        res = a.ok('booking.history', dict(p, limit=4, after=after))
+        entries += res['entries']
+        if res.get('next') is None:
+            return entries
+        assert res['next'] < after, res
+        after = res['next']
+
+
+def test_vmmd_check_reads_schema_2_without_writing(schema2_db):
+    state, db, want = schema2_db
+    before = sha(db)
+    out, counts = vmmd_check(state)
+    assert sha(db) == before, 'vmmd-check changed the database'
+    assert counts['schema version'] == 2, out
+    assert counts['history'] == len(want['history']['all']), out
+
+
+def test_upgrade_from_2_keeps_the_history(schema2_db, tmp_path):
+    state, db, want = schema2_db
+    newest = max(e['feed'] for e in want['history']['all'])
+    d = Daemon(tmp_path, state_dir=state)
+    try:
+        log = d.log_text()
+        assert UPGRADED_2.search(log), f'vmmd did not log the upgrade:\n{log}'
+        with admin(d) as a:
+            for view, entries in want['history'].items():
+                p = {}
+                for part in view.split(','):
+                    if part != 'all':
+                        key, name = part.split(':')
+                        p['vm_id' if key == 'vm' else 'user'] = name
+                assert history_pages(a, newest + 1, **p) == entries, view
+            # a name that is a prefix of another has only its own entries
+            assert {e['user'] for e in history_pages(a, newest + 1, user='al')} == {'al'}
+            assert {e['vm_id'] for e in history_pages(a, newest + 1, vm_id='vm-a')} == {'vm-a'}
+            # new entries go on top of the upgraded ones, in both indexes
+            if a.ok('booking.get', {'vm_id': 'vm-b'})['booking']:
+                a.ok('booking.cancel', {'vm_id': 'vm-b'})
+            b = a.ok('booking.create', {'vm_id': 'vm-b', 'user': 'bob', 'hours': 1})
+            for p in ({'vm_id': 'vm-b'}, {'user': 'bob'}):
+                got = a.ok('booking.history', dict(p, limit=100))['entries']
+                assert got[0]['action'] == 'book' and got[0]['user'] == 'bob' and \
+                    got[0]['vm_id'] == 'vm-b' and got[0]['expires_at'] == b['expires_at'], got
+                old = want['history']['vm:vm-b' if 'vm_id' in p else 'user:bob']
+                assert [e for e in got if e['feed'] <= newest] == old, p
+    finally:
+        d.stop()
+    out, counts = vmmd_check(state)
+    assert counts['schema version'] == 3, out
+    assert counts['history'] >= len(want['history']['all']), out
+    d.cleanup()
