@@ -308,9 +308,13 @@ def test_non_readers_rss_bounded(make_daemon):
             for i, h in enumerate(hogs):
                 if stalled[i] is not None and now - stalled[i] > 1.5:
                     continue
+                # as fast as the socket takes it: a loop of one batch per
+                # turn sent too slowly to fill the buffers of a loaded machine
+                # in time (CI, ASan: 4 MB each took more than 20 s)
                 try:
-                    sent[i] += h.sock.send(batch)
-                    stalled[i] = None
+                    while sent[i] < 128 * MIB:
+                        sent[i] += h.sock.send(batch)
+                        stalled[i] = None
                 except BlockingIOError:
                     stalled[i] = stalled[i] or now
                 assert sent[i] < 128 * MIB, f'vmmd read {sent[i]} bytes from a non-reader'
