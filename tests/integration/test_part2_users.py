@@ -50,9 +50,13 @@ def test_create_get_list_delete(d):
                        timeout=LONG)
             assert res['role'] == role
             check_user(a.ok('user.get', {'name': f'cg-{role}'}), f'cg-{role}', role)
-        # exists, whatever the other fields; the first record is untouched
+        # exists, whatever the other fields; the first record is untouched;
+        # no password is hashed for it
+        hashes = a.ok('status')['jobs']['hashes']
         a.err('user.create', {'name': 'cg-alice', 'role': 'admin', 'password': 'other-pw-2'},
               'exists', timeout=LONG)
+        a.err('user.create', {'name': 'cg-alice'}, 'exists', timeout=LONG)
+        assert a.ok('status')['jobs']['hashes'] == hashes
         check_user(a.ok('user.get', {'name': 'cg-alice'}), 'cg-alice', 'user')
         # bad_request wins over exists
         a.err('user.create', {'name': 'cg-alice', 'role': 'root'}, 'bad_request')
