@@ -14,6 +14,7 @@
 #include "web.h"
 
 #define BODY_DISCARD_MAX (1024u * 1024u)
+#define SETTLE_ROUNDS    4
 
 static const char csp[] =
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -586,12 +587,32 @@ void web_kick(Web *w) {
         }
 }
 
+/* Runs libmicrohttpd again while it has work waiting (at most
+ * SETTLE_ROUNDS times; then the kick source brings it back after the loop
+ * has looked at the sockets), and sends what was queued for vmmd. Called at
+ * the end of every callback of ours that reads a socket, so that a request
+ * goes to vmmd, and an answer to its client, in the loop iteration that
+ * brought it: a deferred source would cost a loop iteration each (an
+ * epoll_wait and sd-event's own checks) on the path of every request. */
+void web_settle(Web *w) {
+        for (unsigned n = 0; w->kick_wanted && n < SETTLE_ROUNDS; n++) {
+                w->kick_wanted = false;
+                web_kick(w);
+        }
+        if (!w->kick_wanted && w->kick)
+                (void) sd_event_source_set_enabled(w->kick, SD_EVENT_OFF);
+        vconn_flush_all(w);
+}
+
 static int mhd_kick(sd_event_source *s, void *userdata) {
-        web_kick(userdata);
+        Web *w = userdata;
+        w->kick_wanted = true;
+        web_settle(w);
         return 0;
 }
 
 void web_schedule(Web *w) {
+        w->kick_wanted = true;
         if (w->kick)
                 (void) sd_event_source_set_enabled(w->kick, SD_EVENT_ONESHOT);
 }
@@ -603,6 +624,7 @@ static int mhd_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) 
                         (void) MHD_run(w->daemons[i]);
                         mhd_rearm(w, i);
                 }
+        web_settle(w);
         return 0;
 }
 
@@ -614,6 +636,7 @@ static int mhd_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                         (void) MHD_run(w->daemons[i]);
                         mhd_rearm(w, i);
                 }
+        web_settle(w);
         return 0;
 }
 

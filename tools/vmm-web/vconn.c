@@ -103,6 +103,7 @@ static void vconn_handle_message(Vconn *v, const VmmMessage *m) {
 
 static int vconn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Vconn *v = userdata;
+        Web *w = v->web;
         int r = 0;
 
         v->busy++;
@@ -133,6 +134,8 @@ out:
                 v->free_later = false;
                 vconn_free(v);
         }
+        /* the requests this answered go out now, and what they queued */
+        web_settle(w);
         return 0;
 }
 
@@ -274,6 +277,8 @@ void vconn_flush_all(Web *w) {
                 else
                         vconn_update_events(v);
         }
+        if (w->flush)
+                (void) sd_event_source_set_enabled(w->flush, SD_EVENT_OFF);
 }
 
 void call_forget(Call *c) {

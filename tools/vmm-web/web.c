@@ -108,7 +108,7 @@ static int take_activated(Web *w, int *fds, size_t max, size_t *ret_n) {
 static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata);
 
 static int on_flush(sd_event_source *s, void *userdata) {
-        vconn_flush_all(userdata);
+        web_settle(userdata);
         return 0;
 }
 

@@ -63,6 +63,7 @@ struct Web {
         sd_event_source *mhd_timer[8];
         uint64_t mhd_due[8];        /* when each timer fires (ms, monotonic), 0 if off */
         sd_event_source *kick;      /* runs libmicrohttpd after resumes */
+        bool kick_wanted;           /* libmicrohttpd has work waiting: web_settle() */
         sd_event_source *flush;     /* sends what was queued for vmmd */
         Vconn *dirty;               /* connections to vmmd with requests to send */
         size_t n_daemons;
@@ -86,6 +87,9 @@ void web_kick(Web *w);
 /* Runs libmicrohttpd soon, from the loop: after MHD_resume_connection()
  * (an external event loop gets no wake-up of its own for that). */
 void web_schedule(Web *w);
+/* At the end of a callback: runs libmicrohttpd while it has work waiting
+ * (a few times at most) and sends what was queued for vmmd. */
+void web_settle(Web *w);
 uint64_t now_ms(void);
 
 /* ---- logging (log.c) ---- */
