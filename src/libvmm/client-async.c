@@ -47,6 +47,7 @@ struct VmmAsync {
 
         uint8_t *in;
         size_t in_start, in_end, in_alloc;
+        bool drained;               /* the last recv() was short: the socket was empty */
         MpScan scan;
 };
 
@@ -388,6 +389,7 @@ static int receive_some(VmmAsync *a) {
                 }
                 if (n == 0)
                         return -ECONNRESET;
+                a->drained = (size_t) n < a->in_alloc - a->in_end;
                 a->in_end += (size_t) n;
                 return 1;
         }
@@ -427,6 +429,14 @@ int vmm_async_read(VmmAsync *a, VmmMessage *ret) {
                                 return r;
                         if (r < 0)
                                 return (a->error = r);
+                }
+                /* A short read emptied the socket: what came after it makes
+                 * the descriptor readable again (and is a new edge for an
+                 * edge-triggered watch), so say "not now" without a recv()
+                 * that would only fail with EAGAIN, one per read cycle. */
+                if (a->drained) {
+                        a->drained = false;
+                        return -EAGAIN;
                 }
                 int r = receive_some(a);
                 if (r == 0)

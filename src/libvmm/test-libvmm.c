@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -399,6 +401,88 @@ static void scenario_addresses(const char *unused) {
         CHECK_EQ_INT(vmm_error_from_string("shutting_down", 13), VMM_E_SHUTTING_DOWN);
 }
 
+/* No server needed: VmmAsync's reads against a socket this side writes to.
+ * Two answers in one segment, then "not now"; an answer in two parts; an
+ * answer sent after the socket was found empty; the end of the stream. */
+static void async_answer(msgpack_sbuffer *sb, uint32_t msgid, const char *text) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_uint8(&pk, 1);
+        msgpack_pack_uint32(&pk, msgid);
+        msgpack_pack_nil(&pk);
+        msgpack_pack_str(&pk, strlen(text));
+        msgpack_pack_str_body(&pk, text, strlen(text));
+}
+
+static bool async_readable(VmmAsync *a) {
+        struct pollfd p = { .fd = vmm_async_fd(a), .events = POLLIN };
+        return poll(&p, 1, 5000) == 1;
+}
+
+static void async_expect(VmmAsync *a, uint32_t msgid, const char *text) {
+        VmmMessage m;
+        int r = vmm_async_read(a, &m);
+        CHECK_EQ_INT(r, 0);
+        if (r < 0)
+                return;
+        CHECK_EQ_INT(m.msgid, msgid);
+        CHECK(str_is(&m.result, text));
+        vmm_message_release(&m);
+}
+
+static void scenario_async(const char *unused) {
+        int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof sin;
+        CHECK(l >= 0 && bind(l, (struct sockaddr *) &sin, sizeof sin) == 0 && listen(l, 1) == 0 &&
+              getsockname(l, (struct sockaddr *) &sin, &len) == 0);
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%u", (unsigned) ntohs(sin.sin_port));
+        VmmAsync *a;
+        CHECK_EQ_INT(vmm_async_new(&a), 0);
+        CHECK_EQ_INT(vmm_async_connect(a, addr), 0);
+        int s = accept(l, NULL, NULL);
+        CHECK(s >= 0);
+        VmmMessage m;
+        CHECK_EQ_INT(vmm_async_read(a, &m), -EAGAIN);
+
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        async_answer(&sb, 1, "one");
+        async_answer(&sb, 2, "two");
+        CHECK(write(s, sb.data, sb.size) == (ssize_t) sb.size);
+        CHECK(async_readable(a));
+        async_expect(a, 1, "one");
+        async_expect(a, 2, "two");
+        CHECK_EQ_INT(vmm_async_read(a, &m), -EAGAIN);
+
+        msgpack_sbuffer_clear(&sb);
+        async_answer(&sb, 3, "three, in two parts");
+        CHECK(write(s, sb.data, 5) == 5);
+        CHECK(async_readable(a));
+        CHECK_EQ_INT(vmm_async_read(a, &m), -EAGAIN);
+        CHECK(write(s, sb.data + 5, sb.size - 5) == (ssize_t) (sb.size - 5));
+        CHECK(async_readable(a));
+        async_expect(a, 3, "three, in two parts");
+        CHECK_EQ_INT(vmm_async_read(a, &m), -EAGAIN);
+
+        /* sent after the read that found the socket empty: readable again */
+        msgpack_sbuffer_clear(&sb);
+        async_answer(&sb, 4, "four");
+        CHECK(write(s, sb.data, sb.size) == (ssize_t) sb.size);
+        CHECK(async_readable(a));
+        async_expect(a, 4, "four");
+        CHECK_EQ_INT(vmm_async_read(a, &m), -EAGAIN);
+
+        CHECK(close(s) == 0);
+        CHECK(async_readable(a));
+        CHECK_EQ_INT(vmm_async_read(a, &m), -ECONNRESET);
+        msgpack_sbuffer_destroy(&sb);
+        vmm_async_free(a);
+        close(l);
+}
+
 int main(int argc, char **argv) {
         static const struct {
                 const char *name;
@@ -414,6 +498,7 @@ int main(int argc, char **argv) {
                 { "fd", scenario_fd },
                 { "ping", scenario_ping },
                 { "addresses", scenario_addresses },
+                { "async", scenario_async },
                 { "part2", scenario_part2 },
         };
         if (argc != 3) {
