@@ -318,23 +318,15 @@ static int store_setup(Store *s, bool read_only, unsigned *ret_upgraded, char *e
                 txn = NULL;
                 return r;
         }
-        if (version < 2) {
-                r = upgrade_from_1(s, txn);
-                if (r < 0) {
-                        store_set_error(errbuf, errlen,
-                                        "database %s: cannot upgrade from schema version %" PRIu32
-                                        ": %s", s->path, version, strerror(-r));
-                        return r;
-                }
-        }
-        if (version < 3) {
+        /* each step in turn, in this one transaction */
+        r = version < 2 ? upgrade_from_1(s, txn) : 0;
+        if (r >= 0 && version < 3)
                 r = upgrade_from_2(s, txn);
-                if (r < 0) {
-                        store_set_error(errbuf, errlen,
-                                        "database %s: cannot upgrade from schema version %" PRIu32
-                                        ": %s", s->path, version, strerror(-r));
-                        return r;
-                }
+        if (r < 0) {
+                store_set_error(errbuf, errlen,
+                                "database %s: cannot upgrade from schema version %" PRIu32 ": %s",
+                                s->path, version, strerror(-r));
+                return r;
         }
         if (ret_upgraded)
                 *ret_upgraded = version < STORE_SCHEMA_VERSION ? version : 0;

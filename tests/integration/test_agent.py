@@ -391,18 +391,24 @@ def test_part2_report_reaches_vm_monitor(part2, make_agent):
     assert mon['status'] == 'on'
 
 
+def add_hook(ag, name, body):
+    """An executable hook NAME (a shell script of body) in the hooks
+    directory make_agent gives the agent (created on first use)."""
+    hooks = os.path.join(os.path.dirname(ag.state), 'hooks')
+    os.makedirs(hooks, exist_ok=True)
+    p = os.path.join(hooks, name)
+    with open(p, 'w') as f:
+        f.write('#!/bin/sh\n' + body)
+    os.chmod(p, 0o755)
+
+
 def test_part2_booking_runs_hooks_in_order(part2, make_agent, tmp_path):
     daemon = part2
     out = tmp_path / 'hooks.out'
     ag = make_agent(daemon, vm='p2vm2')
-    hooks = os.path.join(os.path.dirname(ag.state), 'hooks')
-    os.makedirs(hooks)
     for name in ('20-second', '10-first'):
-        p = os.path.join(hooks, name)
-        with open(p, 'w') as f:
-            f.write('#!/bin/sh\necho "$0 $VMM_EVENT $VMM_USER $VMM_VM_ID $VMM_REASON '
-                    f'[$VMM_EXPIRES_AT]" >> {out}\n')
-        os.chmod(p, 0o755)
+        add_hook(ag, name, 'echo "$0 $VMM_EVENT $VMM_USER $VMM_VM_ID $VMM_REASON '
+                 f'[$VMM_EXPIRES_AT]" >> {out}\n')
     ag.wait_log(r'first report to \S+ done: ready', timeout=FIRST)
     a = admin(daemon)
     a.ok('user.create', {'name': 'alice', 'password': 'alice-pw-1'})
@@ -426,12 +432,7 @@ def test_part2_booking_made_while_away_runs_once(part2, make_agent, tmp_path):
     daemon = part2
     out = tmp_path / 'hooks.out'
     ag = make_agent(daemon, vm='p2vm3')
-    hooks = os.path.join(os.path.dirname(ag.state), 'hooks')
-    os.makedirs(hooks)
-    p = os.path.join(hooks, 'log')
-    with open(p, 'w') as f:
-        f.write(f'#!/bin/sh\necho "$VMM_EVENT $VMM_FEED" >> {out}\n')
-    os.chmod(p, 0o755)
+    add_hook(ag, 'log', f'echo "$VMM_EVENT $VMM_FEED" >> {out}\n')
     ag.wait_log(r'first report to \S+ done: ready', timeout=FIRST)
     ag.stop()
     a = admin(daemon)
@@ -461,14 +462,9 @@ def test_part2_event_interrupted_by_a_stop_runs_again(part2, make_agent, tmp_pat
     daemon = part2
     out = tmp_path / 'hooks.out'
     ag = make_agent(daemon, vm='p2vm4')
-    hooks = os.path.join(os.path.dirname(ag.state), 'hooks')
-    os.makedirs(hooks)
-    p = os.path.join(hooks, 'slow')
-    with open(p, 'w') as f:
-        # the first run writes, then hangs until killed; the second ends
-        f.write(f'#!/bin/sh\necho "$VMM_EVENT $VMM_FEED" >> {out}\n'
-                f'[ "$(wc -l < {out})" -gt 1 ] || sleep 60\n')
-    os.chmod(p, 0o755)
+    # the first run writes, then hangs until killed; the second ends
+    add_hook(ag, 'slow', f'echo "$VMM_EVENT $VMM_FEED" >> {out}\n'
+             f'[ "$(wc -l < {out})" -gt 1 ] || sleep 60\n')
     ag.wait_log(r'first report to \S+ done: ready', timeout=FIRST)
     a = admin(daemon)
     a.ok('user.create', {'name': 'carol', 'password': 'carol-pw-12'})

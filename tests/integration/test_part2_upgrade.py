@@ -51,15 +51,21 @@ def sha(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-@pytest.fixture
-def old_db(tmp_path):
-    with open(os.path.join(DATA, 'schema1.json')) as f:
-        secrets_ = json.load(f)
-    state = tmp_path / 'state'
+def copy_db(tmp_path, name):
+    """tests/data/NAME.mdb copied into a new state directory: (state dir,
+    database path, what NAME.json says of it)."""
+    with open(os.path.join(DATA, f'{name}.json')) as f:
+        about = json.load(f)
+    state = tmp_path / f'state-{name}'
     state.mkdir()
     db = state / 'vmmd.mdb'
-    shutil.copyfile(os.path.join(DATA, 'schema1.mdb'), db)
-    return str(state), str(db), secrets_
+    shutil.copyfile(os.path.join(DATA, f'{name}.mdb'), db)
+    return str(state), str(db), about
+
+
+@pytest.fixture
+def old_db(tmp_path):
+    return copy_db(tmp_path, 'schema1')
 
 
 def test_vmmd_check_reads_schema_1_without_writing(old_db):
@@ -171,13 +177,7 @@ UPGRADED_2 = re.compile(r'upgraded from schema version 2 to 3', re.I)
 
 @pytest.fixture
 def schema2_db(tmp_path):
-    with open(os.path.join(DATA, 'schema2.json')) as f:
-        want = json.load(f)
-    state = tmp_path / 'state2'
-    state.mkdir()
-    db = state / 'vmmd.mdb'
-    shutil.copyfile(os.path.join(DATA, 'schema2.mdb'), db)
-    return str(state), str(db), want
+    return copy_db(tmp_path, 'schema2')
 
 
 def history_pages(a, before, **p):
