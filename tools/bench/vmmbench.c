@@ -7,7 +7,10 @@
  * costs little next to the server it measures. Every test is bounded by -n
  * and --seconds; only loopback servers are accepted. Part 2's workloads that
  * are not a closed loop of requests (the feed's replay, events to many
- * watchers) are in vmmbench-part2.c. */
+ * watchers) are in vmmbench-part2.c. The same closed loop also drives an
+ * HTTP server (http-get: a keep-alive GET of --url), so that a gateway and
+ * vmmd behind it are measured by one client; vmmbench-http.c makes the
+ * request and frames the responses. */
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
@@ -57,6 +60,7 @@
 #define RBUF_MAX (16u * 1024u * 1024u)     /* a response larger than this is an error */
 #define CONNS_PER_SOURCE 1000u             /* idle test: connections per 127.0.0.x */
 #define HIST_BUCKETS 4096u
+#define HEADERS_MAX 32u                     /* --header */
 
 typedef enum Test {
         TEST_PING,
@@ -69,6 +73,7 @@ typedef enum Test {
         TEST_BOOKING,
         TEST_REPLAY,
         TEST_WATCHERS,
+        TEST_HTTP_GET,
         _TEST_MAX,
         _TEST_INVALID = -1,
 } Test;
@@ -84,6 +89,7 @@ static const char *const test_names[_TEST_MAX] = {
         [TEST_BOOKING] = "booking",
         [TEST_REPLAY] = "replay",
         [TEST_WATCHERS] = "watchers",
+        [TEST_HTTP_GET] = "http-get",
 };
 
 /* what each test sends, for the report */
@@ -98,6 +104,7 @@ static const char *const test_vmmd_requests[_TEST_MAX] = {
         [TEST_BOOKING] = "booking.create, booking.cancel",
         [TEST_REPLAY] = "events.watch since 0",
         [TEST_WATCHERS] = "booking.create to watchers",
+        [TEST_HTTP_GET] = "GET",
 };
 static const char *const test_redis_requests[_TEST_MAX] = {
         [TEST_PING] = "PING",
@@ -132,6 +139,11 @@ static unsigned arg_watch_users = 10;
 static unsigned arg_bookings = 20;
 static unsigned arg_replay_events = 100000;
 static unsigned arg_expect_bookings = UINT_MAX; /* --startup: wait for status to show it */
+static const char *arg_url;             /* http-get */
+static char *arg_headers[HEADERS_MAX];
+static size_t arg_n_headers;
+static bool arg_http;                   /* the server is an HTTP server (http-get) */
+static HttpTarget http_target;
 
 /* ---- time, histograms ---- */
 
@@ -781,10 +793,11 @@ typedef struct Worker {
         Hist hist;
         Hist monitor_hist;
         uint64_t done, errors, lost;
+        uint64_t reconnects;    /* http-get: after a response with Connection: close */
         uint64_t last_ns;       /* time of the last completion */
         uint64_t seq;           /* per-worker counter for request contents */
         unsigned rng;
-        char first_error[80];
+        char first_error[160];
         int failure;            /* a setup error (negative errno) */
 } Worker;
 
@@ -875,6 +888,9 @@ static void queue_request(Worker *w, Client *c, Test test) {
                 snprintf(name, sizeof name, "r%lx-%x-%u-%" PRIu64, (long) getpid(),
                          (unsigned) (w->bench->start_ns & 0xffffff), w->id, seq);
                 queue_register(c, name);
+                break;
+        case TEST_HTTP_GET:
+                buf_put(&c->out, http_target.request, http_target.request_len);
                 break;
         case TEST_BOOKING:
                 /* its own VM, booked and cancelled in turn: two durable writes */
@@ -981,6 +997,73 @@ static void client_kill(Worker *w, Client *c, const char *why) {
         c->dead = c->done = true;
 }
 
+/* http-get: the server closes the connection after a response that says
+ * Connection: close (nginx does after keepalive_requests); open another, as a
+ * browser would, outside any request's time. Requests still in flight on the
+ * old one are lost. */
+static int client_reconnect(Worker *w, int epfd, Client *c) {
+        (void) epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        (void) close(c->fd);
+        c->fd = -1;
+        w->lost += c->outstanding;
+        c->outstanding = 0;
+        c->in.len = c->in.off = 0;
+        c->out.len = c->out.off = 0;
+        c->want_out = false;
+        int fd = tcp_connect(&w->bench->target, 0);
+        if (fd < 0)
+                return fd;
+        c->fd = fd;
+        if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+                return negative_errno();
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                return negative_errno();
+        w->reconnects++;
+        return 0;
+}
+
+/* The first complete reply in c->in, by protocol: its length, 0 when more
+ * bytes are needed, -1 when it cannot be framed (why in err); rep and code
+ * say what it answered. */
+static ssize_t client_frame(const uint8_t *p, size_t avail, Reply *rep, bool *close_after,
+                            char *code, size_t code_size) {
+        ssize_t l;
+        *close_after = false;
+        if (arg_http) {
+                HttpResponse hr;
+                l = http_response_len(p, avail, RBUF_MAX, &hr, code, code_size);
+                if (l <= 0)
+                        return l;
+                *close_after = hr.close;
+                if (hr.status == 200)
+                        *rep = REPLY_OK;
+                else if (hr.status < 200 && hr.status != 101)
+                        *rep = REPLY_SKIP;      /* an interim response; the real one follows */
+                else if (hr.status == 101) {
+                        snprintf(code, code_size, "HTTP 101: the server switched protocols");
+                        *rep = REPLY_FATAL;
+                } else {
+                        snprintf(code, code_size, "HTTP %u", hr.status);
+                        *rep = REPLY_ERROR;
+                }
+                return l;
+        }
+        l = arg_redis ? resp_reply_len(p, avail) : mp_object_len(p, avail);
+        if (l < 0)
+                snprintf(code, code_size, "garbage from the server");
+        if (l <= 0)
+                return l;
+        if (arg_redis) {
+                *rep = p[0] == '-' ? REPLY_ERROR : REPLY_OK;
+                if (*rep == REPLY_ERROR)
+                        snprintf(code, code_size, "%.*s", (int) MIN((size_t) l - 3, 64u),
+                                 (const char *) p + 1);
+        } else
+                *rep = vmmd_reply(p, (size_t) l, code, code_size);
+        return l;
+}
+
 /* Read and account for responses; returns true when c's batch finished. */
 static void client_on_input(Worker *w, int epfd, Client *c, bool is_monitor) {
         for (;;) {
@@ -1009,9 +1092,12 @@ static void client_on_input(Worker *w, int epfd, Client *c, bool is_monitor) {
                 size_t avail = buf_pending(&c->in);
                 if (avail == 0)
                         break;
-                ssize_t l = arg_redis ? resp_reply_len(p, avail) : mp_object_len(p, avail);
+                char code[160] = "";
+                Reply rep = REPLY_OK;
+                bool close_after;
+                ssize_t l = client_frame(p, avail, &rep, &close_after, code, sizeof code);
                 if (l < 0) {
-                        client_kill(w, c, "garbage from the server");
+                        client_kill(w, c, code);
                         return;
                 }
                 if (l == 0) {
@@ -1019,15 +1105,6 @@ static void client_on_input(Worker *w, int epfd, Client *c, bool is_monitor) {
                                 client_kill(w, c, "response too large");
                         break;
                 }
-                char code[80] = "";
-                Reply rep;
-                if (arg_redis) {
-                        rep = p[0] == '-' ? REPLY_ERROR : REPLY_OK;
-                        if (rep == REPLY_ERROR)
-                                snprintf(code, sizeof code, "%.*s",
-                                         (int) MIN((size_t) l - 3, 64u), (const char *) p + 1);
-                } else
-                        rep = vmmd_reply(p, (size_t) l, code, sizeof code);
                 c->in.off += (size_t) l;
                 if (rep == REPLY_SKIP)
                         continue;
@@ -1049,6 +1126,13 @@ static void client_on_input(Worker *w, int epfd, Client *c, bool is_monitor) {
                 w->last_ns = t;
                 if (rep == REPLY_ERROR)
                         worker_error(w, code);
+                if (close_after) {
+                        if (client_reconnect(w, epfd, c) < 0) {
+                                client_kill(w, c, "cannot reconnect after Connection: close");
+                                return;
+                        }
+                        break;
+                }
         }
         if (buf_pending(&c->in) == 0)
                 c->in.len = c->in.off = 0;
@@ -1230,10 +1314,10 @@ void bench_json_string(const char *s) {
 
 typedef struct Result {
         Test test;
-        uint64_t requests, errors, lost;
+        uint64_t requests, errors, lost, reconnects;
         double seconds, rps;
         double p50, p99, p999, max;
-        char first_error[80];
+        char first_error[160];
         bool monitor;
         Hist *monitor_hist;
         double server_cpu, client_cpu;  /* share of one core; < 0 unknown */
@@ -1243,20 +1327,34 @@ typedef struct Result {
 } Result;
 
 static void result_print(const Result *res) {
-        const char *server = arg_redis ? "redis" : "vmmd";
-        const char *req = (arg_redis ? test_redis_requests : test_vmmd_requests)[res->test];
+        const char *server = arg_http ? "http" : arg_redis ? "redis" : "vmmd";
+        char req[sizeof http_target.path + 8];
+        if (arg_http)
+                snprintf(req, sizeof req, "GET %s", http_target.path);
+        else
+                snprintf(req, sizeof req, "%s",
+                         (arg_redis ? test_redis_requests : test_vmmd_requests)[res->test]);
         if (arg_json) {
                 bench_json_begin();
-                printf("\"server\": \"%s\", \"test\": \"%s\", \"request\": \"%s\", "
-                       "\"clients\": %u, \"pipeline\": %u, \"threads\": %u, "
+                printf("\"server\": \"%s\", \"test\": \"%s\", \"request\": ", server,
+                       test_names[res->test]);
+                bench_json_string(req);
+                printf(", \"clients\": %u, \"pipeline\": %u, \"threads\": %u, "
                        "\"requests\": %" PRIu64 ", \"errors\": %" PRIu64 ", "
                        "\"seconds\": %.3f, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
                        "\"p999_ms\": %.3f, \"max_ms\": %.3f, \"server_cpu\": %.2f, "
                        "\"client_cpu\": %.2f",
-                       server, test_names[res->test], req, arg_clients, arg_pipeline,
+                       arg_clients, arg_pipeline,
                        arg_threads, res->requests, res->errors + res->lost, res->seconds,
                        res->rps, res->p50, res->p99, res->p999, res->max, res->server_cpu,
                        res->client_cpu);
+                if (arg_http) {
+                        printf(", \"url\": ");
+                        bench_json_string(arg_url);
+                        printf(", \"error_responses\": %" PRIu64 ", \"lost\": %" PRIu64
+                               ", \"reconnects\": %" PRIu64, res->errors, res->lost,
+                               res->reconnects);
+                }
                 if (res->first_error[0]) {
                         printf(", \"first_error\": ");
                         bench_json_string(res->first_error);
@@ -1285,6 +1383,9 @@ static void result_print(const Result *res) {
         printf("  errors: %" PRIu64 "%s%s%s\n", res->errors + res->lost,
                res->first_error[0] ? " (first: " : "", res->first_error,
                res->first_error[0] ? ")" : "");
+        if (arg_http)
+                printf("  of which responses other than 200: %" PRIu64 "; reconnections after "
+                       "Connection: close: %" PRIu64 "\n", res->errors, res->reconnects);
         if (res->server_cpu >= 0)
                 printf("  CPU (share of one core): server %.2f, vmmbench %.2f\n",
                        res->server_cpu, res->client_cpu);
@@ -1624,11 +1725,14 @@ static int run_test(Bench *b, Test test) {
                 res.requests += w->done;
                 res.errors += w->errors;
                 res.lost += w->lost;
+                res.reconnects += w->reconnects;
                 if (w->last_ns > end_ns)
                         end_ns = w->last_ns;
                 if (!res.first_error[0] && w->first_error[0])
                         snprintf(res.first_error, sizeof res.first_error, "%s", w->first_error);
         }
+        if (res.requests == 0)
+                end_ns = now_ns();      /* nothing answered: the time it waited */
         res.seconds = (double) (end_ns - b->start_ns) / 1e9;
         if (res.seconds <= 0)
                 res.seconds = 1e-9;
@@ -1971,6 +2075,9 @@ static void help(void) {
                "                                  at a time: p50/p99/max from each booking's\n"
                "                                  reply to each watcher's receipt (kernel\n"
                "                                  receive timestamps)\n"
+               "                        http-get  GET --url on a kept HTTP/1.1 connection\n"
+               "                                  (alone: the server is an HTTP server);\n"
+               "                                  a status other than 200 is an error\n"
                "      --vms N           VMs vm000001..vmN to use (default: one per client);\n"
                "                        client k works on VM (k mod N) + 1. Missing VMs are\n"
                "                        registered; for many, fill the database with vmm-load\n"
@@ -2005,6 +2112,10 @@ static void help(void) {
                "                        stalls while it ends expired bookings)\n"
                "      --expect-bookings N  --startup-watch: the time from READY until the\n"
                "                        admin socket's status shows at most N bookings\n"
+               "      --url URL         http-get: http://HOST:PORT/PATH (loopback; a body\n"
+               "                        needs Content-Length: chunked ones are refused)\n"
+               "      --header 'NAME: VALUE'  http-get: add this header (repeatable, e.g.\n"
+               "                        'Authorization: Bearer TOKEN')\n"
                "      --json            print a JSON array of results instead\n"
                "  -h, --help            show this help\n\n"
                "Latency is from sending a batch to receiving each response. Errors are error\n"
@@ -2062,6 +2173,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_LOAD, ARG_PASSWORD, ARG_SERVER_PID, ARG_LIST_LIMIT, ARG_MONITOR_MS,
                 ARG_HASH_WORKERS, ARG_STARTUP, ARG_ADMIN_SOCKET, ARG_WATCHERS, ARG_WATCH_USERS,
                 ARG_BOOKINGS, ARG_REPLAY_EVENTS, ARG_STARTUP_WATCH, ARG_EXPECT_BOOKINGS,
+                ARG_URL, ARG_HEADER,
         };
         static const struct option options[] = {
                 { "clients",      required_argument, NULL, 'c' },
@@ -2088,6 +2200,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "replay-events", required_argument, NULL, ARG_REPLAY_EVENTS },
                 { "startup-watch", required_argument, NULL, ARG_STARTUP_WATCH },
                 { "expect-bookings", required_argument, NULL, ARG_EXPECT_BOOKINGS },
+                { "url",          required_argument, NULL, ARG_URL },
+                { "header",       required_argument, NULL, ARG_HEADER },
                 { "help",         no_argument,       NULL, 'h' },
                 { NULL, 0, NULL, 0 }
         };
@@ -2196,6 +2310,16 @@ static int parse_argv(int argc, char *argv[]) {
                                            &arg_expect_bookings) < 0)
                                 return -EINVAL;
                         break;
+                case ARG_URL:
+                        arg_url = optarg;
+                        break;
+                case ARG_HEADER:
+                        if (arg_n_headers >= HEADERS_MAX) {
+                                fprintf(stderr, "vmmbench: at most %u --header\n", HEADERS_MAX);
+                                return -EINVAL;
+                        }
+                        arg_headers[arg_n_headers++] = optarg;
+                        break;
                 case 'h':
                         help();
                         return 1;
@@ -2213,6 +2337,31 @@ static int parse_argv(int argc, char *argv[]) {
                 arg_startup_cmd = argv + optind;
         } else if (optind < argc) {
                 fprintf(stderr, "vmmbench: unexpected argument '%s'\n", argv[optind]);
+                return -EINVAL;
+        }
+        arg_http = arg_tests[TEST_HTTP_GET];
+        if (arg_http) {
+                for (int i = 0; i < _TEST_MAX; i++)
+                        if (arg_tests[i] && i != TEST_HTTP_GET) {
+                                fprintf(stderr, "vmmbench: http-get runs alone (its server is an "
+                                        "HTTP server, not vmmd); run %s in another vmmbench\n",
+                                        test_names[i]);
+                                return -EINVAL;
+                        }
+                if (!arg_url) {
+                        fprintf(stderr, "vmmbench: http-get needs --url http://HOST:PORT/PATH\n");
+                        return -EINVAL;
+                }
+                if (arg_server || arg_redis) {
+                        fprintf(stderr, "vmmbench: http-get takes its server from --url, not "
+                                "--server or --redis\n");
+                        return -EINVAL;
+                }
+                if (http_target_init(&http_target, arg_url, arg_headers, arg_n_headers) < 0)
+                        return -EINVAL;
+                arg_server = http_target.server;
+        } else if (arg_url || arg_n_headers > 0) {
+                fprintf(stderr, "vmmbench: --url and --header are for -t http-get\n");
                 return -EINVAL;
         }
         if (!arg_server)
@@ -2258,8 +2407,9 @@ int main(int argc, char *argv[]) {
 
         r = target_parse(arg_server, &b.target);
         if (r < 0) {
-                fprintf(stderr, "vmmbench: --server %s: %s\n", arg_server,
-                        target_error(r));
+                fprintf(stderr, "vmmbench: %s %s: %s\n", arg_http ? "--url" : "--server",
+                        arg_http ? arg_url : arg_server, target_error(r));
+                http_target_done(&http_target);
                 return EXIT_FAILURE;
         }
 
@@ -2364,5 +2514,6 @@ finish:
                 free(b.workers[i].clients);
         free(b.workers);
         free(b.clients);
+        http_target_done(&http_target);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

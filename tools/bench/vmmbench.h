@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* What vmmbench.c shares with its part 2 workloads (vmmbench-part2.c): the
- * target and the options they use, and the JSON output they join. */
+ * target and the options they use, and the JSON output they join; and with
+ * the HTTP side of its http-get workload (vmmbench-http.c). */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /* Users vmmbench logs in as are "u%06u" (as vmm-load writes them). */
 #define BENCH_USER_FORMAT "u%06u"
@@ -48,3 +50,29 @@ void bench_json_begin(void);
 void bench_json_string(const char *s);
 /* user + system CPU seconds of a process (-errno) */
 int bench_proc_cpu_s(long pid, double *ret);
+
+/* vmmbench-http.c: the http-get workload's request and response framing */
+typedef struct HttpTarget {
+        char server[300];       /* "HOST:PORT" of --url, for vmmbench's loopback check */
+        char path[2048];        /* the request target: path and query */
+        char *request;          /* the whole request, as every client sends it */
+        size_t request_len;
+} HttpTarget;
+
+typedef struct HttpResponse {
+        unsigned status;        /* 100-999 */
+        bool close;             /* the server closes the connection after it */
+} HttpResponse;
+
+/* Makes t from --url (http://HOST[:PORT][/PATH]) and the --header values
+ * ("Name: value"): a GET with Host (unless given) and User-Agent. Says what
+ * is wrong on stderr and returns -EINVAL for a URL or header it cannot send. */
+int http_target_init(HttpTarget *t, const char *url, char *const *headers, size_t n_headers);
+void http_target_done(HttpTarget *t);
+
+/* The first complete response in p[0..n): its length (> 0) with *ret
+ * filled, 0 when more bytes are needed, or -1 (why in err) when it cannot be
+ * framed: not HTTP/1.x, a chunked or connection-delimited body, a head over
+ * 64 KiB, or more than max bytes in all. */
+ssize_t http_response_len(const uint8_t *p, size_t n, size_t max, HttpResponse *ret,
+                          char *err, size_t err_size);
