@@ -205,7 +205,7 @@ ssize_t http_response_len(const uint8_t *p, size_t n, size_t max, HttpResponse *
         if (line < 12 || strncmp(s, "HTTP/1.", 7) != 0 || (s[7] != '0' && s[7] != '1') ||
             s[8] != ' ' || !isdigit((unsigned char) s[9]) || !isdigit((unsigned char) s[10]) ||
             !isdigit((unsigned char) s[11]) || (line > 12 && s[12] != ' '))
-                return fail(err, err_size, "not an HTTP/1.x status line");
+                return fail(err, err_size, "not an HTTP/1.x response (its status line)");
         unsigned status = (unsigned) ((s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0'));
         if (status < 100)
                 return fail(err, err_size, "a status code under 100");

@@ -999,9 +999,10 @@ static void client_kill(Worker *w, Client *c, const char *why) {
 
 /* http-get: the server closes the connection after a response that says
  * Connection: close (nginx does after keepalive_requests); open another, as a
- * browser would, outside any request's time. Requests still in flight on the
- * old one are lost. */
+ * browser would, outside any request's time, unless the test is over.
+ * Requests still in flight on the old one are lost. */
 static int client_reconnect(Worker *w, int epfd, Client *c) {
+        Bench *b = w->bench;
         (void) epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         (void) close(c->fd);
         c->fd = -1;
@@ -1010,6 +1011,10 @@ static int client_reconnect(Worker *w, int epfd, Client *c) {
         c->in.len = c->in.off = 0;
         c->out.len = c->out.off = 0;
         c->want_out = false;
+        if (now_ns() >= b->deadline_ns || atomic_load(&b->issued) >= arg_requests) {
+                c->done = true;
+                return 0;
+        }
         int fd = tcp_connect(&w->bench->target, 0);
         if (fd < 0)
                 return fd;
@@ -1210,7 +1215,7 @@ static void *worker_run(void *userdata) {
                 for (int i = 0; i < n; i++) {
                         Client *c = evs[i].data.ptr;
                         bool is_monitor = c == w->monitor;
-                        if (c->dead)
+                        if (c->dead || c->fd < 0)
                                 continue;
                         if (evs[i].events & EPOLLOUT && client_push(w, epfd, c) < 0) {
                                 client_kill(w, c, "send failed");
