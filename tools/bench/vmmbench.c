@@ -1015,7 +1015,7 @@ static int client_reconnect(Worker *w, int epfd, Client *c) {
                 c->done = true;
                 return 0;
         }
-        int fd = tcp_connect(&w->bench->target, 0);
+        int fd = tcp_connect(&b->target, 0);
         if (fd < 0)
                 return fd;
         c->fd = fd;
@@ -1029,7 +1029,7 @@ static int client_reconnect(Worker *w, int epfd, Client *c) {
 }
 
 /* The first complete reply in c->in, by protocol: its length, 0 when more
- * bytes are needed, -1 when it cannot be framed (why in err); rep and code
+ * bytes are needed, -1 when it cannot be framed (why in code); rep and code
  * say what it answered. */
 static ssize_t client_frame(const uint8_t *p, size_t avail, Reply *rep, bool *close_after,
                             char *code, size_t code_size) {
