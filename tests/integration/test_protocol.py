@@ -852,11 +852,13 @@ def test_abrupt_disconnects_while_hashing(daemon):
         c.send('vm.get')
         c.close()
     # their password checks may still be running: at most 4 per address are
-    # (PROTOCOL.md), so a login from the same address may be told to retry
+    # (PROTOCOL.md), so a login from the same address may be told to retry;
+    # an accepted one waits behind them for the hash threads (on a loaded
+    # machine: more than the client's default 10 s, seen in a CI rehearsal)
     deadline = time.monotonic() + 10
     with daemon.client() as c:
         while True:
-            err, res = c.call('auth', {'vm_id': 'vm1', 'password': PASSWORD})
+            err, res = c.call('auth', {'vm_id': 'vm1', 'password': PASSWORD}, timeout=60)
             if err is None or err[0] != 'rate_limited' or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
