@@ -12,6 +12,8 @@
 #define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
+/* MIN and MAX evaluate an argument twice: give them no call or side effect
+ * (they stay plain so that they remain constant expressions) */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 

@@ -367,7 +367,8 @@ static void human_report(const msgpack_object *report, const msgpack_object *rep
 
         fmt_time(reported_at, buf, sizeof(buf));
         if (vmm_object_int(reported_at, &t)) {
-                fmt_duration((uint64_t) MAX(output_now_ms() - t, (int64_t) 0), ago, sizeof(ago));
+                int64_t since = output_now_ms() - t;   /* once: MAX() reads it twice */
+                fmt_duration((uint64_t) MAX(since, (int64_t) 0), ago, sizeof(ago));
                 size_t len = strlen(buf);
                 (void) snprintf(buf + len, sizeof(buf) - len, " (%s ago)", ago);
         }

@@ -302,7 +302,11 @@ static int on_backoff(sd_event_source *s, uint64_t usec, void *userdata) {
 static void retry_later(Agent *a, const char *why) {
         uint64_t ceiling = BACKOFF_BASE_USEC << MIN(a->attempt, 20u);
         ceiling = MIN(ceiling, BACKOFF_CAP_USEC);
-        uint64_t delay = MAX(random_u64() % (ceiling + 1), BACKOFF_MIN_USEC);
+        /* drawn once: MAX() evaluates its arguments twice, and a second draw
+         * could fall under the minimum (an agent logged "reconnecting in
+         * 0.0 s" in a CI rehearsal) */
+        uint64_t drawn = random_u64() % (ceiling + 1);
+        uint64_t delay = MAX(drawn, BACKOFF_MIN_USEC);
         a->attempt++;
         conn_drop(a);
         a->phase = PHASE_WAIT;
