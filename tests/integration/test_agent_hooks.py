@@ -236,6 +236,8 @@ def test_events_missed_while_away_run_once(fake, setup):
         assert f.read().strip() == '1'
     f2 = fake.push_event(booking('booking.renewed'))
     assert wait_until(lambda: len(out_lines(ag)) == 1, timeout=15)
+    # handled once its hook has ended (vmclient(1)); a stop before that reruns it
+    ag.wait_log(r'hook 10-log done \(booking\.renewed\)', timeout=15)
     ag.stop()
     f3 = fake.add_feed_only(booking('booking.expiring'))
     fake.add_feed_only(booking('booking.created', vm='vm2'))
@@ -246,6 +248,7 @@ def test_events_missed_while_away_run_once(fake, setup):
         ('booking.renewed', str(f2)), ('booking.expiring', str(f3)), ('booking.ended', str(f5))]
     assert fake.calls('events.watch')[-1][2] == [{'since': f2, 'types': ['booking.']}]
     # once more: nothing new, nothing again
+    ag.wait_log(r'hook 10-log done \(booking\.ended\)', timeout=15)
     ag.stop()
     ag.start()
     ag.wait_log(READY)
