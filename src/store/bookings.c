@@ -220,15 +220,21 @@ int store_booking_next_expiry(StoreTxn *t, int64_t *ret) {
 
 /* ---- history ---- */
 
-/* name, NUL, big-endian feed: the key of a history index entry */
-static size_t history_key(const char *name, uint64_t feed, uint8_t ret[STORE_HISTORY_KEY_MAX]) {
-        size_t n = strlen(name);
+size_t store_history_key(const void *name, size_t name_len, uint64_t feed,
+                         uint8_t ret[STORE_HISTORY_KEY_MAX]) {
+        if (name_len + 9 > STORE_HISTORY_KEY_MAX)
+                return 0;
+        memcpy(ret, name, name_len);
+        ret[name_len] = 0;
+        put_be64(ret + name_len + 1, feed);
+        return name_len + 9;
+}
 
-        assert(n + 9 <= STORE_HISTORY_KEY_MAX);
-        memcpy(ret, name, n);
-        ret[n] = 0;
-        put_be64(ret + n + 1, feed);
-        return n + 9;
+static size_t history_key(const char *name, uint64_t feed, uint8_t ret[STORE_HISTORY_KEY_MAX]) {
+        size_t n = store_history_key(name, strlen(name), feed, ret);
+
+        assert(n > 0);
+        return n;
 }
 
 int store_history_add(StoreTxn *t, const StoreHistory *h) {
@@ -321,18 +327,12 @@ static int history_index_walk(HistoryWalk *w, MDB_dbi dbi, const char *name, uin
         rc = rc == 0 ? mdb_cursor_get(c, &k, &v, MDB_PREV)
                      : rc == MDB_NOTFOUND ? mdb_cursor_get(c, &k, &v, MDB_LAST) : rc;
         for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_PREV)) {
-                const char *kn;
-                size_t kl;
-                uint64_t feed;
-                uint8_t fb[8];
+                const uint8_t *p = k.mv_data;
 
-                if (k.mv_size != n + 9 || memcmp(k.mv_data, name, n) != 0)
+                if (k.mv_size != n + 9 || memcmp(p, name, n) != 0 || p[n] != 0)
                         return 0;       /* past the name's first entry */
-                r = store_history_index_parse(k.mv_data, k.mv_size, &kn, &kl, &feed);
-                if (r < 0)
-                        return r;
-                put_be64(fb, feed);
-                r = history_one(w, &(MDB_val) { .mv_data = fb, .mv_size = 8 });
+                /* the key's last 8 bytes: the feed position, big-endian */
+                r = history_one(w, &(MDB_val) { .mv_data = (void *) (p + n + 1), .mv_size = 8 });
                 if (r != 0)
                         return r;
         }

@@ -179,13 +179,11 @@ static int history_index_upgrade(MDB_txn *txn, MDB_dbi *old, MDB_dbi new) {
                 return r;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-                if (k.mv_size == 0 || k.mv_size + 9 > sizeof nk || v.mv_size != 8 ||
-                    memchr(k.mv_data, 0, k.mv_size))
+                size_t len = v.mv_size == 8 ? store_history_key(k.mv_data, k.mv_size,
+                                                                get_be64(v.mv_data), nk) : 0;
+                if (k.mv_size == 0 || len == 0 || memchr(k.mv_data, 0, k.mv_size))
                         return -EBADMSG;
-                memcpy(nk, k.mv_data, k.mv_size);
-                nk[k.mv_size] = 0;
-                memcpy(nk + k.mv_size + 1, v.mv_data, 8);
-                MDB_val nkv = val_of(nk, k.mv_size + 9);
+                MDB_val nkv = val_of(nk, len);
                 r = store_errno(mdb_put(txn, new, &nkv, &empty, 0));
                 if (r < 0)
                         return r;

@@ -34,6 +34,10 @@ typedef struct StoreDbis {
 
 /* the longest key of a history index: a name, NUL, 8 bytes of feed */
 #define STORE_HISTORY_KEY_MAX (MAX(STORE_NAME_MAX, VMM_VM_ID_MAX) + 9)
+/* name, NUL, big-endian feed: the key of a history index entry, and its
+ * length (0: the name is too long). */
+size_t store_history_key(const void *name, size_t name_len, uint64_t feed,
+                         uint8_t ret[STORE_HISTORY_KEY_MAX]);
 /* Splits a history index key; -EBADMSG when it is not one. */
 int store_history_index_parse(const void *key, size_t len, const char **ret_name,
                               size_t *ret_name_len, uint64_t *ret_feed);

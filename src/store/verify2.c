@@ -370,12 +370,9 @@ static int history_indexed(Verify *v, bool by_user, const char *name, const void
         if (v->dbi.schema < 3)
                 return dup_exists(v, by_user ? v->dbi.history_user2 : v->dbi.history_vm2, name, n,
                                   key, 8);
-        if (n + 9 > sizeof ik)
-                return 0;
-        memcpy(ik, name, n);
-        ik[n] = 0;
-        memcpy(ik + n + 1, key, 8);
-        return lookup(v, by_user ? v->dbi.history_user : v->dbi.history_vm, ik, n + 9, NULL);
+        size_t len = store_history_key(name, n, get_be64(key), ik);
+        return len == 0 ? 0 : lookup(v, by_user ? v->dbi.history_user : v->dbi.history_vm, ik,
+                                     len, NULL);
 }
 
 static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
