@@ -170,69 +170,188 @@ def test_upgrade_is_one_transaction_on_a_copy(old_db, tmp_path):
         d.cleanup()
 
 
-# ---- schema 2 -> 3: the booking history indexes become plain tables ----
+# ---- schema 2 and 3 -> 4: the booking history indexes become per-name chains ----
+#
+# Schema 2 kept the history indexes (by user, by VM) as DUPSORT tables,
+# schema 3 as plain tables keyed name NUL be64(feed). Schema 4 has no index
+# tables: each history record links to the previous entry of its user and of
+# its VM, plus a skip link, and a head table per kind holds each name's
+# newest entry. Both old schemas are upgraded at start in one transaction,
+# and every view of booking.history (tests/data/schemaN.json, recorded by the
+# vmmd that wrote schemaN.mdb) must read back the same: same entries, same
+# order, same pages.
 
-UPGRADED_2 = re.compile(r'upgraded from schema version 2 to 3', re.I)
+SCHEMA = 4
+OLD_SCHEMAS = (2, 3)
+
+
+def upgraded_from(n):
+    # manager.c: "Database %s upgraded from schema version %u to %d"
+    return re.compile(rf'upgraded from schema version {n} to {SCHEMA}\b', re.I)
+
+
+@pytest.fixture(params=OLD_SCHEMAS, ids=[f'schema{n}' for n in OLD_SCHEMAS])
+def history_db(request, tmp_path):
+    """(schema version, state dir, database path, what schemaN.json says)."""
+    n = request.param
+    return (n,) + copy_db(tmp_path, f'schema{n}')
 
 
 @pytest.fixture
-def schema2_db(tmp_path):
-    return copy_db(tmp_path, 'schema2')
+def schema3_db(tmp_path):
+    return copy_db(tmp_path, 'schema3')
 
 
-def history_pages(a, before, **p):
-    """booking.history in pages of 4, entries older than feed `before` (the
-    fixture's bookings may have expired since, adding newer entries)."""
+def view_params(view):
+    """'user:alice,vm:vm-a' -> {'user': 'alice', 'vm_id': 'vm-a'}; 'all' -> {}."""
+    p = {}
+    for part in view.split(','):
+        if part != 'all':
+            key, name = part.split(':')
+            p['vm_id' if key == 'vm' else 'user'] = name
+    return p
+
+
+def in_view(e, p):
+    return all(e[k] == v for k, v in p.items())
+
+
+def history_pages(a, before, limit=4, **p):
+    """booking.history in pages of `limit`, entries older than feed `before`
+    (None: from the newest). The fixture's bookings may have expired since it
+    was written, adding newer entries: callers pass the fixture's newest feed
+    + 1 to read only what it recorded."""
     entries, after = [], before
     while True:
-        res = a.ok('booking.history', dict(p, limit=4, after=after))
+        q = dict(p, limit=limit)
+        if after is not None:
+            q['after'] = after
+        res = a.ok('booking.history', q)
+        assert len(res['entries']) <= limit, res
         entries += res['entries']
         if res.get('next') is None:
             return entries
-        assert res['next'] < after, res
+        assert after is None or res['next'] < after, res
+        assert res['next'] == res['entries'][-1]['feed'], res
         after = res['next']
 
 
-def test_vmmd_check_reads_schema_2_without_writing(schema2_db):
-    state, db, want = schema2_db
+def recorded(want):
+    """The fixture's bookings, by vm_id."""
+    return {b['vm_id']: b for b in want['bookings']}
+
+
+def test_vmmd_check_reads_old_schema_without_writing(history_db):
+    n, state, db, want = history_db
     before = sha(db)
     out, counts = vmmd_check(state)
     assert sha(db) == before, 'vmmd-check changed the database'
-    assert counts['schema version'] == 2, out
+    assert counts['schema version'] == n, out
     assert counts['history'] == len(want['history']['all']), out
+    assert counts['bookings'] == len(want['bookings']), out
 
 
-def test_upgrade_from_2_keeps_the_history(schema2_db, tmp_path):
-    state, db, want = schema2_db
+def test_fixture_views_agree(history_db):
+    """The recorded views are what they claim to be (each the entries of
+    'all' that match it, newest first, no feed twice): a fixture that does not
+    hold this cannot catch an upgrade that loses or reorders an entry."""
+    n, _, _, want = history_db
+    every = want['history']['all']
+    feeds = [e['feed'] for e in every]
+    assert feeds == sorted(set(feeds), reverse=True), feeds
+    for view, entries in want['history'].items():
+        assert entries == [e for e in every if in_view(e, view_params(view))], view
+    if n == 3:
+        # long enough for skip links, prefix names, every action
+        assert len(want['history']['user:alice']) >= 20
+        assert len(want['history']['vm:vm-a']) >= 20
+        assert {e['action'] for e in every} == {'book', 'renew', 'cancel', 'expire', 'end'}
+        assert {'user:al', 'user:alice', 'vm:vm-a', 'vm:vm-ab'} <= set(want['history'])
+
+
+def test_upgrade_keeps_the_history(history_db, tmp_path):
+    n, state, db, want = history_db
     newest = max(e['feed'] for e in want['history']['all'])
     d = Daemon(tmp_path, state_dir=state)
     try:
         log = d.log_text()
-        assert UPGRADED_2.search(log), f'vmmd did not log the upgrade:\n{log}'
+        assert upgraded_from(n).search(log), f'vmmd did not log the upgrade:\n{log}'
         with admin(d) as a:
             for view, entries in want['history'].items():
-                p = {}
-                for part in view.split(','):
-                    if part != 'all':
-                        key, name = part.split(':')
-                        p['vm_id' if key == 'vm' else 'user'] = name
-                assert history_pages(a, newest + 1, **p) == entries, view
+                assert history_pages(a, newest + 1, **view_params(view)) == entries, view
             # a name that is a prefix of another has only its own entries
             assert {e['user'] for e in history_pages(a, newest + 1, user='al')} == {'al'}
             assert {e['vm_id'] for e in history_pages(a, newest + 1, vm_id='vm-a')} == {'vm-a'}
-            # new entries go on top of the upgraded ones, in both indexes
+            # the bookings are kept (those that have not expired since)
+            old = recorded(want)
+            got = {b['vm_id']: {k: b[k] for k in ('vm_id', 'user', 'started_at', 'expires_at')}
+                   for b in a.ok('booking.list', {})['bookings']}
+            assert all(old.get(v) == b for v, b in got.items()), (got, old)
+            soon = p2util.now_ms() + 60_000
+            assert all(got.get(v) == b for v, b in old.items() if b['expires_at'] > soon), \
+                (got, old)
+            # new entries go on top of the upgraded ones, for the user and the VM
             if a.ok('booking.get', {'vm_id': 'vm-b'})['booking']:
                 a.ok('booking.cancel', {'vm_id': 'vm-b'})
             b = a.ok('booking.create', {'vm_id': 'vm-b', 'user': 'bob', 'hours': 1})
-            for p in ({'vm_id': 'vm-b'}, {'user': 'bob'}):
-                got = a.ok('booking.history', dict(p, limit=100))['entries']
+            every = want['history']['all']
+            for p in ({'vm_id': 'vm-b'}, {'user': 'bob'}, {'user': 'bob', 'vm_id': 'vm-b'}):
+                got = history_pages(a, None, **p)
                 assert got[0]['action'] == 'book' and got[0]['user'] == 'bob' and \
                     got[0]['vm_id'] == 'vm-b' and got[0]['expires_at'] == b['expires_at'], got
-                old = want['history']['vm:vm-b' if 'vm_id' in p else 'user:bob']
-                assert [e for e in got if e['feed'] <= newest] == old, p
-    finally:
+                assert got[0]['feed'] > newest, got
+                assert [e for e in got if e['feed'] <= newest] == \
+                    [e for e in every if in_view(e, p)], p
         d.stop()
-    out, counts = vmmd_check(state)
-    assert counts['schema version'] == 3, out
-    assert counts['history'] >= len(want['history']['all']), out
-    d.cleanup()
+        out, counts = vmmd_check(state)
+        assert counts['schema version'] == SCHEMA, out
+        assert counts['history'] >= len(want['history']['all']) + 1, out
+        # a second start does not upgrade again, and reads the same history
+        d.start()
+        log2 = open(d.logs[-1], encoding='utf-8', errors='replace').read()
+        assert not re.search(r'upgraded from schema', log2, re.I), log2
+        with admin(d) as a:
+            for view, entries in want['history'].items():
+                assert history_pages(a, newest + 1, **view_params(view)) == entries, view
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.cleanup()
+
+
+def test_upgrade_from_3_pages_from_every_position(schema3_db, tmp_path):
+    """After the upgrade, booking.history read from any position (after = the
+    feed of each entry, and every feed between) returns exactly the tail of
+    the recorded view: the walk along a name's chain, skip links included,
+    finds its starting point wherever it is. The long histories (alice, vm-a)
+    are also read in pages of 1, 3, 4 and 7 from each of their entries."""
+    state, db, want = schema3_db
+    every = want['history']['all']
+    newest = max(e['feed'] for e in every)
+    long_views = [v for v, entries in want['history'].items()
+                  if v != 'all' and len(entries) >= 20]
+    assert {'user:alice', 'vm:vm-a'} <= set(long_views), long_views
+    d = Daemon(tmp_path, state_dir=state)
+    try:
+        assert upgraded_from(3).search(d.log_text()), d.log_text()
+        with admin(d) as a:
+            for view, entries in want['history'].items():
+                p = view_params(view)
+                for after in range(1, newest + 2):
+                    tail = [e for e in entries if e['feed'] < after]
+                    res = a.ok('booking.history', dict(p, after=after, limit=1000))
+                    assert res['entries'] == tail, (view, after)
+                    assert res.get('next') is None, (view, after, res)
+            for view in long_views:
+                p = view_params(view)
+                entries = want['history'][view]
+                for i, e in enumerate(entries):
+                    for limit in (1, 3, 4, 7):
+                        assert history_pages(a, e['feed'], limit=limit, **p) == \
+                            entries[i + 1:], (view, e['feed'], limit)
+    finally:
+        try:
+            d.stop()
+        finally:
+            d.cleanup()
