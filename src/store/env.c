@@ -127,8 +127,11 @@ static const struct {
         { "history", 0, offsetof(StoreDbis, history), 2 },
         { "history_user", MDB_DUPSORT, offsetof(StoreDbis, history_user2), 2, 3 },
         { "history_vm", MDB_DUPSORT, offsetof(StoreDbis, history_vm2), 2, 3 },
-        { "history_by_user", 0, offsetof(StoreDbis, history_user), 3 },
-        { "history_by_vm", 0, offsetof(StoreDbis, history_vm), 3 },
+        { "history_by_user", 0, offsetof(StoreDbis, history_user), 3, 4 },
+        { "history_by_vm", 0, offsetof(StoreDbis, history_vm), 3, 4 },
+        { "history_links", 0, offsetof(StoreDbis, history_links), 4 },
+        { "history_user_heads", 0, offsetof(StoreDbis, history_user_heads), 4 },
+        { "history_vm_heads", 0, offsetof(StoreDbis, history_vm_heads), 4 },
         { "feed", 0, offsetof(StoreDbis, feed), 2 },
         { "os", 0, offsetof(StoreDbis, os), 2 },
         { "requests", 0, offsetof(StoreDbis, requests), 2 },
@@ -166,47 +169,46 @@ static int upgrade_from_1(Store *s, MDB_txn *txn) {
         return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
 }
 
-/* Copies one schema-2 history index (DUPSORT, name -> be64 feed) into its
- * schema-3 table (name NUL be64 feed -> empty), then deletes it. */
-static int history_index_upgrade(MDB_txn *txn, MDB_dbi *old, MDB_dbi new) {
+static int drop_table(MDB_txn *txn, MDB_dbi *dbi) {
+        int r = *dbi ? store_errno(mdb_drop(txn, *dbi, 1)) : 0;   /* also closes the handle */
+
+        *dbi = 0;
+        return r;
+}
+
+/* Schema 2 or 3 -> 4: the history's chains are built from the history, in
+ * feed order, and the old indexes dropped (bookings.c says why). A file of
+ * schema 1 has no history: nothing to build. */
+static int upgrade_history(Store *s, MDB_txn *txn) {
         _cleanup_(cursor_closep) MDB_cursor *c = NULL;
-        MDB_val k, v, empty = val_of("", 0);
-        uint8_t nk[STORE_HISTORY_KEY_MAX];
+        MDB_val k, v;
         int rc, r;
 
-        r = store_errno(mdb_cursor_open(txn, *old, &c));
+        r = store_errno(mdb_cursor_open(txn, s->dbi.history, &c));
         if (r < 0)
                 return r;
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-                size_t len = v.mv_size == 8 ? store_history_key(k.mv_data, k.mv_size,
-                                                                get_be64(v.mv_data), nk) : 0;
-                if (k.mv_size == 0 || len == 0 || memchr(k.mv_data, 0, k.mv_size))
+                StoreHistory h;
+
+                if (k.mv_size != 8)
                         return -EBADMSG;
-                MDB_val nkv = val_of(nk, len);
-                r = store_errno(mdb_put(txn, new, &nkv, &empty, 0));
+                r = record_history_decode(v.mv_data, v.mv_size, &h);
+                if (r >= 0 && h.feed != get_be64(k.mv_data))
+                        r = -EBADMSG;
+                if (r >= 0)
+                        r = store_history_link(txn, &s->dbi, h.user, h.vm_id, h.feed);
                 if (r < 0)
                         return r;
         }
         if (rc != MDB_NOTFOUND)
                 return store_errno(rc);
-        mdb_cursor_close(c);
-        c = NULL;
-        r = store_errno(mdb_drop(txn, *old, 1));        /* also closes the handle */
-        *old = 0;
-        return r;
-}
-
-/* Schema 2 -> 3: the history indexes become plain tables (bookings.c says
- * why). A file of schema 1 has no history: nothing to copy. */
-static int upgrade_from_2(Store *s, MDB_txn *txn) {
-        int r = 0;
-
-        if (s->dbi.history_user2)
-                r = history_index_upgrade(txn, &s->dbi.history_user2, s->dbi.history_user);
-        if (r >= 0 && s->dbi.history_vm2)
-                r = history_index_upgrade(txn, &s->dbi.history_vm2, s->dbi.history_vm);
-        return r;
+        r = drop_table(txn, &s->dbi.history_user2);
+        if (r >= 0)
+                r = drop_table(txn, &s->dbi.history_vm2);
+        if (r >= 0)
+                r = drop_table(txn, &s->dbi.history_user);
+        return r < 0 ? r : drop_table(txn, &s->dbi.history_vm);
 }
 
 /* In one txn: checks or creates the meta records, opens every table, and
@@ -318,8 +320,8 @@ static int store_setup(Store *s, bool read_only, unsigned *ret_upgraded, char *e
         }
         /* each step in turn, in this one transaction */
         r = version < 2 ? upgrade_from_1(s, txn) : 0;
-        if (r >= 0 && version < 3)
-                r = upgrade_from_2(s, txn);
+        if (r >= 0 && version < 4)
+                r = upgrade_history(s, txn);
         if (r < 0) {
                 store_set_error(errbuf, errlen,
                                 "database %s: cannot upgrade from schema version %" PRIu32 ": %s",

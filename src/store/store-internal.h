@@ -24,7 +24,11 @@ typedef struct StoreDbis {
         MDB_dbi user_sessions, session_expiry, users, groups, group_names, group_vms;
         MDB_dbi bookings, booking_expiry, user_bookings, history;
         MDB_dbi feed, os, requests;
-        /* schema 3: the history indexes, keys name NUL be64(feed) (bookings.c) */
+        /* schema 4: the history's chains (bookings.c): links by feed, and
+         * each user's and VM's newest entry */
+        MDB_dbi history_links, history_user_heads, history_vm_heads;
+        /* schema 3 only: the history indexes, keys name NUL be64(feed);
+         * opened on a file of schema 3 (read-only, or for its upgrade), else 0 */
         MDB_dbi history_user, history_vm;
         /* schema 2 only: the history indexes as DUPSORT tables (name -> feed);
          * opened on a file of schema 2 (read-only, or for its upgrade), else 0 */
@@ -32,15 +36,43 @@ typedef struct StoreDbis {
         uint32_t schema;                /* the version of the file (read-only opens) */
 } StoreDbis;
 
-/* the longest key of a history index: a name, NUL, 8 bytes of feed */
+/* the longest key of a schema-3 history index: a name, NUL, 8 bytes of feed */
 #define STORE_HISTORY_KEY_MAX (MAX(STORE_NAME_MAX, VMM_VM_ID_MAX) + 9)
-/* name, NUL, big-endian feed: the key of a history index entry, and its
- * length (0: the name is too long). */
+/* name, NUL, big-endian feed: the key of a schema-3 history index entry, and
+ * its length (0: the name is too long). */
 size_t store_history_key(const void *name, size_t name_len, uint64_t feed,
                          uint8_t ret[STORE_HISTORY_KEY_MAX]);
-/* Splits a history index key; -EBADMSG when it is not one. */
+/* Splits a schema-3 history index key; -EBADMSG when it is not one. */
 int store_history_index_parse(const void *key, size_t len, const char **ret_name,
                               size_t *ret_name_len, uint64_t *ret_feed);
+
+/* Schema 4: every history entry is on two chains, its user's and its VM's
+ * (STORE_CHAIN_USER, STORE_CHAIN_VM). In each, the entry's position n (1:
+ * the name's first entry), the feed of the entry at n - 1 (prev) and of the
+ * one at store_history_skip_pos(n) (skip; 0: none). history_links holds
+ * both chains' links under the entry's feed, 48 bytes: n, prev, skip of the
+ * user's chain, then of the VM's, big-endian. The heads tables hold, under
+ * each name, its newest entry's feed and position (16 bytes). */
+enum { STORE_CHAIN_USER, STORE_CHAIN_VM, _STORE_CHAIN_MAX };
+#define STORE_HISTORY_LINKS_BYTES 48
+#define STORE_HISTORY_HEAD_BYTES 16
+typedef struct StoreHistoryLink {
+        uint64_t n, prev, skip;
+} StoreHistoryLink;
+/* n with its lowest set bit cleared: a skip from n passes lowbit(n) entries */
+static inline uint64_t store_history_skip_pos(uint64_t n) {
+        return n & (n - 1);
+}
+/* The links of the entry at feed; -EBADMSG when missing or malformed. */
+int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
+                            StoreHistoryLink ret[_STORE_CHAIN_MAX]);
+/* A name's newest entry; -ENOENT when it has none, -EBADMSG malformed. */
+int store_history_head_get(MDB_txn *txn, const StoreDbis *dbi, int chain, const char *name,
+                           uint64_t *ret_feed, uint64_t *ret_n);
+/* Puts the entry at feed (newer than every entry of its user and VM) on top
+ * of both chains: writes its links and the two heads. */
+int store_history_link(MDB_txn *txn, const StoreDbis *dbi, const char *user, const char *vm_id,
+                       uint64_t feed);
 
 struct Store {
         MDB_env *env;

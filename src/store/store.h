@@ -31,7 +31,7 @@
 
 #include "vmm/protocol.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_PWHASH_MAX 128       /* = SECRET_PWHASH_MAX */
 #define STORE_HASH_BYTES 32        /* = SECRET_HASH_BYTES */
 #define STORE_DB_FILE "vmmd.mdb"   /* inside the state directory */

@@ -375,6 +375,79 @@ static int history_indexed(Verify *v, bool by_user, const char *name, const void
                                      len, NULL);
 }
 
+static const char *chain_name(int chain) {
+        return chain == STORE_CHAIN_USER ? "user" : "VM";
+}
+
+/* The history record at feed, of name in chain, at position pos of it: 1
+ * yes, 0 a problem (said), < 0 error. */
+static int chain_entry_check(Verify *v, uint64_t from, int chain, const char *name,
+                             uint64_t feed, uint64_t pos) {
+        StoreHistoryLink l[_STORE_CHAIN_MAX];
+        uint8_t kb[8];
+        StoreHistory h;
+        MDB_val d;
+        char at[64];
+        int r;
+
+        /* who leads there: an entry (from), or the name's head (0) */
+        if (from)
+                snprintf(at, sizeof(at), "history %" PRIu64 ": its %s chain", from,
+                         chain_name(chain));
+        else
+                snprintf(at, sizeof(at), "history: the %s head", chain_name(chain));
+        put_be64(kb, feed);
+        r = lookup(v, v->dbi.history, kb, 8, &d);
+        if (r < 0)
+                return r;
+        if (r == 0) {
+                verify_problem(v, "%s of %s leads to %" PRIu64 ", which is not in the history",
+                               at, name, feed);
+                return 0;
+        }
+        if (record_history_decode(d.mv_data, d.mv_size, &h) < 0)
+                return 0;       /* the walk of the history says it */
+        const char *of = chain == STORE_CHAIN_USER ? h.user : h.vm_id;
+        if (strcmp(of, name) != 0) {
+                verify_problem(v, "%s of %s leads to %" PRIu64 ", an entry of %s", at, name,
+                               feed, of);
+                return 0;
+        }
+        r = store_history_links_get(v->txn, &v->dbi, feed, l);
+        if (r == -EBADMSG)
+                return 0;       /* said at that entry */
+        if (r < 0)
+                return r;
+        if (l[chain].n != pos) {
+                verify_problem(v, "%s of %s expects %" PRIu64 " at position %" PRIu64
+                               ", which is at %" PRIu64, at, name, feed, pos, l[chain].n);
+                return 0;
+        }
+        return 1;
+}
+
+/* Schema 4: the entry's links, in each chain, lead to entries of its name
+ * at the positions they must have. */
+static int history_links_check(Verify *v, const StoreHistory *h) {
+        StoreHistoryLink l[_STORE_CHAIN_MAX];
+        int r = store_history_links_get(v->txn, &v->dbi, h->feed, l);
+
+        if (r == -EBADMSG) {
+                verify_problem(v, "history %" PRIu64 ": links missing or malformed", h->feed);
+                return 0;
+        }
+        for (int c = 0; r >= 0 && c < _STORE_CHAIN_MAX; c++) {
+                const char *name = c == STORE_CHAIN_USER ? h->user : h->vm_id;
+
+                if (l[c].prev)
+                        r = chain_entry_check(v, h->feed, c, name, l[c].prev, l[c].n - 1);
+                if (r >= 0 && l[c].skip)
+                        r = chain_entry_check(v, h->feed, c, name, l[c].skip,
+                                              store_history_skip_pos(l[c].n));
+        }
+        return MIN(r, 0);
+}
+
 static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
         StoreHistory h;
         int r;
@@ -384,6 +457,8 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
                                be64_key(k));
                 return 0;
         }
+        if (v->dbi.schema >= 4)
+                return history_links_check(v, &h);
         r = history_indexed(v, true, h.user, k->mv_data);
         if (r == 1)
                 r = history_indexed(v, false, h.vm_id, k->mv_data);
@@ -391,6 +466,74 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
                 return r;
         if (r == 0)
                 verify_problem(v, "history %" PRIu64 ": not in its user or VM index", h.feed);
+        return 0;
+}
+
+/* history_links: each entry belongs to a history record. */
+static int history_link_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
+        int r = k->mv_size == 8 ? lookup(v, v->dbi.history, k->mv_data, 8, NULL) : 0;
+
+        if (r == 0)
+                verify_problem(v, "history links: %" PRIu64 " has no history record",
+                               be64_key(k));
+        return MIN(r, 0);
+}
+
+/* A head: the name's newest entry, at the position it says. */
+static int history_head_entry(Verify *v, const MDB_val *k, int chain) {
+        char name[MAX(STORE_NAME_MAX, VMM_VM_ID_MAX) + 1];
+        uint64_t feed, n;
+        int r;
+
+        if (!key_str(k, name, sizeof(name) - 1)) {
+                verify_problem(v, "history %s heads: a malformed key", chain_name(chain));
+                return 0;
+        }
+        r = store_history_head_get(v->txn, &v->dbi, chain, name, &feed, &n);
+        if (r == -EBADMSG) {
+                verify_problem(v, "history %s heads: %s: a malformed entry", chain_name(chain),
+                               name);
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        v->chain_sum += n;
+        r = chain_entry_check(v, 0, chain, name, feed, n);
+        return MIN(r, 0);
+}
+
+static int history_user_head(Verify *v, const MDB_val *k, const MDB_val *d) {
+        return history_head_entry(v, k, STORE_CHAIN_USER);
+}
+
+static int history_vm_head(Verify *v, const MDB_val *k, const MDB_val *d) {
+        return history_head_entry(v, k, STORE_CHAIN_VM);
+}
+
+/* Schema 4: with every entry's links right, the chains hold every entry
+ * once when each kind's heads add up to the count of entries (two entries
+ * at one position of a chain, or an entry of a name without a head, make
+ * the sum short). */
+static int verify_history_chains(Verify *v) {
+        EntryFunc heads[_STORE_CHAIN_MAX] = { history_user_head, history_vm_head };
+        MDB_dbi dbis[_STORE_CHAIN_MAX] = { v->dbi.history_user_heads, v->dbi.history_vm_heads };
+        int r = walk(v, v->dbi.history_links, &v->history_links, history_link_entry);
+
+        if (r < 0)
+                return r;
+        if (v->history_links != v->stats.history)
+                verify_problem(v, "history: %" PRIu64 " entries, %" PRIu64 " of links",
+                               v->stats.history, v->history_links);
+        for (int c = 0; c < _STORE_CHAIN_MAX; c++) {
+                v->chain_sum = 0;
+                r = walk(v, dbis[c], NULL, heads[c]);
+                if (r < 0)
+                        return r;
+                if (v->chain_sum != v->stats.history)
+                        verify_problem(v, "history: the %s chains hold %" PRIu64 " of %" PRIu64
+                                       " entries", chain_name(c), v->chain_sum,
+                                       v->stats.history);
+        }
         return 0;
 }
 
@@ -451,6 +594,8 @@ int verify_history(Verify *v) {
         bool old = v->dbi.schema < 3;
         int r = walk(v, v->dbi.history, &v->stats.history, history_entry);
 
+        if (r >= 0 && v->dbi.schema >= 4)
+                return verify_history_chains(v);
         if (r >= 0)
                 r = walk(v, old ? v->dbi.history_user2 : v->dbi.history_user, NULL,
                          history_user_entry);

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The booking history's indexes (by user, by VM) against a real LMDB file:
- * walks newest first with a `before` bound, names that are prefixes of
- * others, vmmd-check's view of a damaged index, and the upgrade of a schema-2
- * file, whose indexes were DUPSORT tables, written here behind the store's
- * back (the test alone includes <lmdb.h>). */
+/* The booking history's chains (by user, by VM; schema 4) against a real
+ * LMDB file: walks newest first from every `before` bound, chains long
+ * enough for skips of 1 to 16 entries, names that are prefixes of others,
+ * vmmd-check's view of damaged links and heads, and the upgrade of files of
+ * schema 2 (DUPSORT indexes) and 3 (indexes keyed name NUL feed), written
+ * here behind the store's back (the test alone includes <lmdb.h>). */
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -29,13 +30,31 @@ typedef struct Fixture {
         Store *store;
 } Fixture;
 
-/* entries: feed i + 1 is entries[i]; "al" and "vm-a" are prefixes of others */
+/* entries: feed i + 1 is entries[i]; "al" and "vm-a" are prefixes of
+ * others; after the first 8, alice and vm-a get long chains (make_entries) */
+#define N_ENTRIES 48
+#define N_ENTRIES_S "48"
+#define N_LESS_S "47"
 static const struct {
         const char *user, *vm_id;
-} entries[] = {
+} first[] = {
         { "alice", "vm-a" }, { "al", "vm-ab" }, { "alice", "vm-ab" }, { "bob", "vm-a" },
         { "al", "vm-a" },    { "alice", "vm-a" }, { "al", "vm-ab" },  { "alx", "vm-b" },
 };
+static struct {
+        const char *user, *vm_id;
+} entries[N_ENTRIES];
+
+static void make_entries(void) {
+        for (size_t i = 0; i < N_ENTRIES; i++)
+                if (i < ELEMENTSOF(first)) {
+                        entries[i].user = first[i].user;
+                        entries[i].vm_id = first[i].vm_id;
+                } else {
+                        entries[i].user = i % 4 == 0 ? "al" : "alice";
+                        entries[i].vm_id = i % 3 == 0 ? "vm-ab" : "vm-a";
+                }
+}
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
         (void) st, (void) flag, (void) ftw;
@@ -48,6 +67,7 @@ static int setup(void **state) {
         assert_non_null(f);
         strcpy(f->dir, "/tmp/test-history-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
+        make_entries();
         snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
         *state = f;
         return 0;
@@ -79,7 +99,7 @@ static void populate(Store *s) {
         StoreTxn *t;
 
         assert_int_equal(store_write_begin(s, &t), 0);
-        for (size_t i = 0; i < ELEMENTSOF(entries); i++) {
+        for (size_t i = 0; i < N_ENTRIES; i++) {
                 StoreHistory h = { .feed = i + 1, .time = 1000 + (int64_t) i,
                                    .action = STORE_HISTORY_BOOK, .expires_at = -1 };
                 strcpy(h.user, entries[i].user);
@@ -90,7 +110,7 @@ static void populate(Store *s) {
 }
 
 typedef struct Seen {
-        uint64_t feed[16];
+        uint64_t feed[N_ENTRIES];
         size_t n;
 } Seen;
 
@@ -116,7 +136,7 @@ static void walk(Store *s, const char *user, const char *vm_id, uint64_t before,
 /* The same, worked out from entries[]. */
 static void expect(const char *user, const char *vm_id, uint64_t before, Seen *ret) {
         memset(ret, 0, sizeof(*ret));
-        for (size_t i = ELEMENTSOF(entries); i-- > 0;) {
+        for (size_t i = N_ENTRIES; i-- > 0;) {
                 if (before && i + 1 >= before)
                         continue;
                 if ((user && strcmp(user, entries[i].user) != 0) ||
@@ -132,7 +152,7 @@ static void check_every_walk(Store *s) {
 
         for (size_t u = 0; u < ELEMENTSOF(users); u++)
                 for (size_t v = 0; v < ELEMENTSOF(vms); v++)
-                        for (uint64_t before = 0; before <= ELEMENTSOF(entries) + 2; before++) {
+                        for (uint64_t before = 0; before <= N_ENTRIES + 2; before++) {
                                 Seen got, want;
 
                                 walk(s, users[u], vms[v], before, &got);
@@ -154,7 +174,7 @@ static void test_walks(void **state) {
         populate(s);
         check_every_walk(s);
         assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
-        assert_int_equal(st.history, ELEMENTSOF(entries));
+        assert_int_equal(st.history, N_ENTRIES);
 }
 
 /* Raw access to the closed file. */
@@ -190,72 +210,143 @@ static void verify_finds(Fixture *f, const char *what) {
                 fail_msg("expected \"%s\" in:\n%s", what, err);
 }
 
-static void test_verify_missing_entry(void **state) {
-        Fixture *f = *state;
-        uint8_t kb[STORE_HISTORY_KEY_MAX];
+/* Rewrites one big-endian word of the links of the entry at feed. */
+static void poke_link(Fixture *f, uint64_t feed, size_t word, uint64_t value) {
+        uint8_t kb[8], lb[STORE_HISTORY_LINKS_BYTES];
+        MDB_val k = { 8, kb }, v;
         MDB_env *env;
         MDB_txn *txn;
         MDB_dbi dbi;
-        MDB_val k;
+
+        raw_begin(f, &env, &txn);
+        assert_int_equal(mdb_dbi_open(txn, "history_links", 0, &dbi), 0);
+        put_be64(kb, feed);
+        assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+        assert_int_equal(v.mv_size, sizeof(lb));
+        memcpy(lb, v.mv_data, sizeof(lb));
+        put_be64(lb + 8 * word, value);
+        v = (MDB_val) { sizeof(lb), lb };
+        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+        raw_end(env, txn);
+}
+
+static void test_verify_missing_links(void **state) {
+        Fixture *f = *state;
+        uint8_t kb[8];
+        MDB_val k = { 8, kb };
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi dbi;
 
         populate(open_store(f, false, NULL));
         raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_by_vm", 0, &dbi), 0);
-        k = index_key(kb, "vm-ab", 3);
+        assert_int_equal(mdb_dbi_open(txn, "history_links", 0, &dbi), 0);
+        put_be64(kb, 3);
         assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
         raw_end(env, txn);
-        verify_finds(f, "history 3: not in its user or VM index");
+        verify_finds(f, "history 3: links missing or malformed");
+        verify_finds(f, N_ENTRIES_S " entries, " N_LESS_S " of links");
 }
 
-static void test_verify_misfiled_entry(void **state) {
+static void test_verify_misfiled_link(void **state) {
         Fixture *f = *state;
-        uint8_t kb[STORE_HISTORY_KEY_MAX];
+
+        populate(open_store(f, false, NULL));
+        /* entry 7 is al's, its user chain's previous entry is 5: make it 1,
+         * which is alice's (word 1: the user chain's prev) */
+        poke_link(f, 7, 1, 1);
+        verify_finds(f, "history 7: its user chain of al leads to 1, an entry of alice");
+}
+
+static void test_verify_wrong_position(void **state) {
+        Fixture *f = *state;
+
+        populate(open_store(f, false, NULL));
+        /* entry 6 is vm-a's fourth (after 1, 4, 5): its VM chain position
+         * (word 3) made 7, which must have a skip link */
+        poke_link(f, 6, 3, 7);
+        verify_finds(f, "history 6: links missing or malformed");
+        /* made 8, which has none: its previous entry is then out of place,
+         * and so is the entry after it */
+        poke_link(f, 6, 3, 8);
+        verify_finds(f, "history 6: its VM chain of vm-a expects 5 at position 7, which is at 3");
+        verify_finds(f, "history 9: its VM chain of vm-a expects 6 at position 4, which is at 8");
+}
+
+static void test_verify_heads(void **state) {
+        Fixture *f = *state;
+        uint8_t hb[STORE_HISTORY_HEAD_BYTES];
+        MDB_val k = { 3, (void *) "bob" }, v = { sizeof(hb), hb };
         MDB_env *env;
         MDB_txn *txn;
         MDB_dbi dbi;
-        MDB_val k, empty = { 0, (void *) "" };
 
         populate(open_store(f, false, NULL));
         raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_by_user", 0, &dbi), 0);
-        k = index_key(kb, "al", 1);     /* entry 1 is alice's */
-        assert_int_equal(mdb_put(txn, dbi, &k, &empty, 0), 0);
+        assert_int_equal(mdb_dbi_open(txn, "history_user_heads", 0, &dbi), 0);
+        assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);      /* bob: entry 4 */
         raw_end(env, txn);
-        verify_finds(f, "history index: entry 1 is under al, its record names alice");
+        verify_finds(f, "the user chains hold " N_LESS_S " of " N_ENTRIES_S " entries");
+
+        raw_begin(f, &env, &txn);
+        assert_int_equal(mdb_dbi_open(txn, "history_user_heads", 0, &dbi), 0);
+        put_be64(hb, 8);        /* alx's entry */
+        put_be64(hb + 8, 1);
+        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+        raw_end(env, txn);
+        verify_finds(f, "the user head of bob leads to 8, an entry of alx");
 }
 
-/* Rewrites the file as schema 2 wrote it: DUPSORT indexes name -> feed. */
-static void make_schema_2(Fixture *f) {
+/* Rewrites the file as an older schema wrote it: schema 2 (DUPSORT indexes
+ * name -> feed) or 3 (plain tables keyed name NUL feed). */
+static void make_schema(Fixture *f, uint8_t version) {
+        static const char *const schema4[] = { "history_links", "history_user_heads",
+                                               "history_vm_heads" };
         MDB_env *env;
         MDB_txn *txn;
-        MDB_dbi meta, byu, byv, oldu, oldv;
+        MDB_dbi meta, dbi, oldu, oldv;
         MDB_val k = { strlen("schema_version"), (void *) "schema_version" };
-        uint8_t two[4] = { 0, 0, 0, 2 };
-        MDB_val v = { sizeof(two), two };
+        uint8_t vb[4] = { 0, 0, 0, version };
+        MDB_val v = { sizeof(vb), vb }, empty = { 0, (void *) "" };
 
         raw_begin(f, &env, &txn);
         assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
         assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
-        assert_int_equal(mdb_dbi_open(txn, "history_by_user", 0, &byu), 0);
-        assert_int_equal(mdb_dbi_open(txn, "history_by_vm", 0, &byv), 0);
-        assert_int_equal(mdb_drop(txn, byu, 1), 0);
-        assert_int_equal(mdb_drop(txn, byv, 1), 0);
-        assert_int_equal(mdb_dbi_open(txn, "history_user", MDB_CREATE | MDB_DUPSORT, &oldu), 0);
-        assert_int_equal(mdb_dbi_open(txn, "history_vm", MDB_CREATE | MDB_DUPSORT, &oldv), 0);
-        for (size_t i = 0; i < ELEMENTSOF(entries); i++) {
-                uint8_t fb[8];
+        for (size_t i = 0; i < ELEMENTSOF(schema4); i++) {
+                assert_int_equal(mdb_dbi_open(txn, schema4[i], 0, &dbi), 0);
+                assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+        }
+        if (version == 2) {
+                assert_int_equal(mdb_dbi_open(txn, "history_user", MDB_CREATE | MDB_DUPSORT,
+                                              &oldu), 0);
+                assert_int_equal(mdb_dbi_open(txn, "history_vm", MDB_CREATE | MDB_DUPSORT, &oldv),
+                                 0);
+        } else {
+                assert_int_equal(mdb_dbi_open(txn, "history_by_user", MDB_CREATE, &oldu), 0);
+                assert_int_equal(mdb_dbi_open(txn, "history_by_vm", MDB_CREATE, &oldv), 0);
+        }
+        for (size_t i = 0; i < N_ENTRIES; i++) {
+                uint8_t fb[8], ib[STORE_HISTORY_KEY_MAX];
                 MDB_val fv = { 8, fb }, uk = { strlen(entries[i].user), (void *) entries[i].user };
                 MDB_val vk = { strlen(entries[i].vm_id), (void *) entries[i].vm_id };
 
                 put_be64(fb, i + 1);
-                assert_int_equal(mdb_put(txn, oldu, &uk, &fv, 0), 0);
-                assert_int_equal(mdb_put(txn, oldv, &vk, &fv, 0), 0);
+                if (version == 2) {
+                        assert_int_equal(mdb_put(txn, oldu, &uk, &fv, 0), 0);
+                        assert_int_equal(mdb_put(txn, oldv, &vk, &fv, 0), 0);
+                        continue;
+                }
+                k = index_key(ib, entries[i].user, i + 1);
+                assert_int_equal(mdb_put(txn, oldu, &k, &empty, 0), 0);
+                k = index_key(ib, entries[i].vm_id, i + 1);
+                assert_int_equal(mdb_put(txn, oldv, &k, &empty, 0), 0);
         }
         raw_end(env, txn);
 }
 
-static void test_upgrade_from_2(void **state) {
-        Fixture *f = *state;
+static void upgrade_from(Fixture *f, unsigned version) {
+        static const char *const old[][2] = { { "history_user", "history_vm" },
+                                              { "history_by_user", "history_by_vm" } };
         StoreVerifyStats st;
         char err[1024] = "";
         unsigned upgraded = 0;
@@ -265,35 +356,47 @@ static void test_upgrade_from_2(void **state) {
         Store *s;
 
         populate(open_store(f, false, NULL));
-        make_schema_2(f);
+        make_schema(f, (uint8_t) version);
 
-        /* read as it is (vmmd-check): schema 2, consistent, nothing written */
+        /* read as it is (vmmd-check): consistent, nothing written */
         s = open_store(f, true, &upgraded);
         assert_int_equal(upgraded, 0);
         assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
-        assert_int_equal(st.schema_version, 2);
-        assert_int_equal(st.history, ELEMENTSOF(entries));
+        assert_int_equal(st.schema_version, version);
+        assert_int_equal(st.history, N_ENTRIES);
         check_every_walk(s);
 
         s = open_store(f, false, &upgraded);
-        assert_int_equal(upgraded, 2);
+        assert_int_equal(upgraded, version);
         check_every_walk(s);
-        assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
+        if (store_verify(s, err, sizeof(err), &st) != 0)
+                fail_msg("after the upgrade: %s", err);
         assert_int_equal(st.schema_version, STORE_SCHEMA_VERSION);
 
         /* the old tables are gone */
         raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_user", 0, &dbi), MDB_NOTFOUND);
-        assert_int_equal(mdb_dbi_open(txn, "history_vm", 0, &dbi), MDB_NOTFOUND);
+        for (size_t i = 0; i < 2; i++)
+                assert_int_equal(mdb_dbi_open(txn, old[version - 2][i], 0, &dbi), MDB_NOTFOUND);
         raw_end(env, txn);
+}
+
+static void test_upgrade_from_2(void **state) {
+        upgrade_from(*state, 2);
+}
+
+static void test_upgrade_from_3(void **state) {
+        upgrade_from(*state, 3);
 }
 
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_walks, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_verify_missing_entry, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_verify_misfiled_entry, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_verify_missing_links, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_verify_misfiled_link, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_verify_wrong_position, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_verify_heads, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_upgrade_from_2, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_upgrade_from_3, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
