@@ -247,8 +247,15 @@ int store_history_index_parse(const void *key, size_t len, const char **ret_name
         return 0;
 }
 
-static MDB_dbi heads_of(const StoreDbis *dbi, int chain) {
-        return chain == STORE_CHAIN_USER ? dbi->history_user_heads : dbi->history_vm_heads;
+int store_history_record(const StoreDbis *dbi, const MDB_val *v, const uint8_t **ret,
+                         size_t *ret_len) {
+        size_t skip = dbi->schema >= 4 ? STORE_HISTORY_LINKS_BYTES : 0;
+
+        if (v->mv_size <= skip)
+                return -EBADMSG;
+        *ret = (const uint8_t *) v->mv_data + skip;
+        *ret_len = v->mv_size - skip;
+        return 0;
 }
 
 int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
@@ -258,10 +265,10 @@ int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
         int r;
 
         put_be64(kb, feed);
-        r = store_errno(mdb_get(txn, dbi->history_links, &k, &v));
+        r = store_errno(mdb_get(txn, dbi->history, &k, &v));
         if (r < 0)
                 return r == -ENOENT ? -EBADMSG : r;
-        if (v.mv_size != STORE_HISTORY_LINKS_BYTES)
+        if (v.mv_size <= STORE_HISTORY_LINKS_BYTES)
                 return -EBADMSG;
         for (int c = 0; c < _STORE_CHAIN_MAX; c++) {
                 const uint8_t *p = (const uint8_t *) v.mv_data + 24 * c;
@@ -277,12 +284,22 @@ int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
         return 0;
 }
 
+size_t store_history_head_key(int chain, const char *name, uint8_t ret[STORE_HISTORY_HEAD_KEY_MAX]) {
+        size_t n = strlen(name);
+
+        assert(n + 1 <= STORE_HISTORY_HEAD_KEY_MAX);
+        ret[0] = chain == STORE_CHAIN_USER ? 'u' : 'v';
+        memcpy(ret + 1, name, n);
+        return n + 1;
+}
+
 int store_history_head_get(MDB_txn *txn, const StoreDbis *dbi, int chain, const char *name,
                            uint64_t *ret_feed, uint64_t *ret_n) {
-        MDB_val k = val_str(name), v;
+        uint8_t kb[STORE_HISTORY_HEAD_KEY_MAX];
+        MDB_val k = val_of(kb, store_history_head_key(chain, name, kb)), v;
         int r;
 
-        r = store_errno(mdb_get(txn, heads_of(dbi, chain), &k, &v));
+        r = store_errno(mdb_get(txn, dbi->history_heads, &k, &v));
         if (r < 0)
                 return r;
         if (v.mv_size != STORE_HISTORY_HEAD_BYTES)
@@ -319,16 +336,15 @@ static int chain_seek_pos(MDB_txn *txn, const StoreDbis *dbi, int chain, uint64_
 }
 
 int store_history_link(MDB_txn *txn, const StoreDbis *dbi, const char *user, const char *vm_id,
-                       uint64_t feed) {
+                       uint64_t feed, uint8_t ret[STORE_HISTORY_LINKS_BYTES]) {
         const char *names[_STORE_CHAIN_MAX] = { user, vm_id };
-        uint8_t kb[8], lb[STORE_HISTORY_LINKS_BYTES];
-        MDB_val k = val_of(kb, 8), v = val_of(lb, sizeof(lb));
         int r;
 
         for (int c = 0; c < _STORE_CHAIN_MAX; c++) {
                 uint64_t top = 0, n = 0, skip = 0, pos;
-                uint8_t hb[STORE_HISTORY_HEAD_BYTES];
-                MDB_val hk = val_str(names[c]), hv = val_of(hb, sizeof(hb));
+                uint8_t hb[STORE_HISTORY_HEAD_BYTES], kb[STORE_HISTORY_HEAD_KEY_MAX];
+                MDB_val hk = val_of(kb, store_history_head_key(c, names[c], kb));
+                MDB_val hv = val_of(hb, sizeof(hb));
 
                 r = store_history_head_get(txn, dbi, c, names[c], &top, &n);
                 if (r < 0 && r != -ENOENT)
@@ -341,21 +357,20 @@ int store_history_link(MDB_txn *txn, const StoreDbis *dbi, const char *user, con
                         if (r < 0)
                                 return r;
                 }
-                put_be64(lb + 24 * c, n + 1);
-                put_be64(lb + 24 * c + 8, top);
-                put_be64(lb + 24 * c + 16, skip);
+                put_be64(ret + 24 * c, n + 1);
+                put_be64(ret + 24 * c + 8, top);
+                put_be64(ret + 24 * c + 16, skip);
                 put_be64(hb, feed);
                 put_be64(hb + 8, n + 1);
-                r = store_errno(mdb_put(txn, heads_of(dbi, c), &hk, &hv, 0));
+                r = store_errno(mdb_put(txn, dbi->history_heads, &hk, &hv, 0));
                 if (r < 0)
                         return r;
         }
-        put_be64(kb, feed);
-        return store_errno(mdb_put(txn, dbi->history_links, &k, &v, MDB_NOOVERWRITE));
+        return 0;
 }
 
 int store_history_add(StoreTxn *t, const StoreHistory *h) {
-        _cleanup_free_ uint8_t *rec = NULL;
+        _cleanup_free_ uint8_t *rec = NULL, *val = NULL;
         uint8_t kb[8];
         size_t len;
         MDB_val k, v;
@@ -370,11 +385,21 @@ int store_history_add(StoreTxn *t, const StoreHistory *h) {
         r = record_history_encode(h, &rec, &len);
         if (r < 0)
                 return r;
+        val = malloc(STORE_HISTORY_LINKS_BYTES + len);
+        if (!val)
+                return -ENOMEM;
         put_be64(kb, h->feed);
         k = val_of(kb, 8);
-        v = val_of(rec, len);
-        r = store_errno(mdb_put(t->txn, t->store->dbi.history, &k, &v, MDB_NOOVERWRITE));
-        return r < 0 ? r : store_history_link(t->txn, &t->store->dbi, h->user, h->vm_id, h->feed);
+        /* the value: the links, then the record */
+        r = mdb_get(t->txn, t->store->dbi.history, &k, &v);
+        if (r != MDB_NOTFOUND)
+                return r == 0 ? -EEXIST : store_errno(r);
+        r = store_history_link(t->txn, &t->store->dbi, h->user, h->vm_id, h->feed, val);
+        if (r < 0)
+                return r;
+        memcpy(val + STORE_HISTORY_LINKS_BYTES, rec, len);
+        v = val_of(val, STORE_HISTORY_LINKS_BYTES + len);
+        return store_errno(mdb_put(t->txn, t->store->dbi.history, &k, &v, MDB_NOOVERWRITE));
 }
 
 typedef struct HistoryWalk {
@@ -389,6 +414,8 @@ typedef struct HistoryWalk {
 static int history_one(HistoryWalk *w, uint64_t feed, const char *chain_name, int chain) {
         uint8_t kb[8];
         MDB_val hv, k = val_of(kb, 8);
+        const uint8_t *rec;
+        size_t len;
         StoreHistory h;
         int r;
 
@@ -396,7 +423,9 @@ static int history_one(HistoryWalk *w, uint64_t feed, const char *chain_name, in
         r = store_errno(mdb_get(w->t->txn, w->t->store->dbi.history, &k, &hv));
         if (r < 0)
                 return r == -ENOENT ? -EBADMSG : r;
-        r = record_history_decode(hv.mv_data, hv.mv_size, &h);
+        r = store_history_record(&w->t->store->dbi, &hv, &rec, &len);
+        if (r >= 0)
+                r = record_history_decode(rec, len, &h);
         if (r < 0)
                 return r;
         if (h.feed != feed ||

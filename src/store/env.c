@@ -129,9 +129,7 @@ static const struct {
         { "history_vm", MDB_DUPSORT, offsetof(StoreDbis, history_vm2), 2, 3 },
         { "history_by_user", 0, offsetof(StoreDbis, history_user), 3, 4 },
         { "history_by_vm", 0, offsetof(StoreDbis, history_vm), 3, 4 },
-        { "history_links", 0, offsetof(StoreDbis, history_links), 4 },
-        { "history_user_heads", 0, offsetof(StoreDbis, history_user_heads), 4 },
-        { "history_vm_heads", 0, offsetof(StoreDbis, history_vm_heads), 4 },
+        { "history_heads", 0, offsetof(StoreDbis, history_heads), 4 },
         { "feed", 0, offsetof(StoreDbis, feed), 2 },
         { "os", 0, offsetof(StoreDbis, os), 2 },
         { "requests", 0, offsetof(StoreDbis, requests), 2 },
@@ -177,27 +175,50 @@ static int drop_table(MDB_txn *txn, MDB_dbi *dbi) {
 }
 
 /* Schema 2 or 3 -> 4: the history's chains are built from the history, in
- * feed order, and the old indexes dropped (bookings.c says why). A file of
- * schema 1 has no history: nothing to build. */
+ * feed order (each record gets its links in front), and the old indexes
+ * dropped (bookings.c says why). A file of schema 1 has no history: nothing
+ * to build. */
 static int upgrade_history(Store *s, MDB_txn *txn) {
         _cleanup_(cursor_closep) MDB_cursor *c = NULL;
+        StoreDbis now = s->dbi;
         MDB_val k, v;
         int rc, r;
 
+        now.schema = 4;         /* the links read back are of the new layout */
         r = store_errno(mdb_cursor_open(txn, s->dbi.history, &c));
         if (r < 0)
                 return r;
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        /* each entry found again from the next feed position: its rewrite
+         * (longer) may split the page under the cursor */
+        for (uint64_t next = 0;; next++) {
+                _cleanup_free_ uint8_t *val = NULL;
+                uint8_t kb[8];
                 StoreHistory h;
 
+                put_be64(kb, next);
+                k = val_of(kb, 8);
+                rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+                if (rc != 0)
+                        break;
                 if (k.mv_size != 8)
                         return -EBADMSG;
                 r = record_history_decode(v.mv_data, v.mv_size, &h);
                 if (r >= 0 && h.feed != get_be64(k.mv_data))
                         r = -EBADMSG;
-                if (r >= 0)
-                        r = store_history_link(txn, &s->dbi, h.user, h.vm_id, h.feed);
+                if (r < 0)
+                        return r;
+                val = malloc(STORE_HISTORY_LINKS_BYTES + v.mv_size);
+                if (!val)
+                        return -ENOMEM;
+                memcpy(val + STORE_HISTORY_LINKS_BYTES, v.mv_data, v.mv_size);
+                r = store_history_link(txn, &now, h.user, h.vm_id, h.feed, val);
+                if (r < 0)
+                        return r;
+                next = h.feed;
+                put_be64(kb, next);
+                k = val_of(kb, 8);
+                MDB_val nv = val_of(val, STORE_HISTORY_LINKS_BYTES + v.mv_size);
+                r = store_errno(mdb_put(txn, s->dbi.history, &k, &nv, 0));
                 if (r < 0)
                         return r;
         }

@@ -24,9 +24,8 @@ typedef struct StoreDbis {
         MDB_dbi user_sessions, session_expiry, users, groups, group_names, group_vms;
         MDB_dbi bookings, booking_expiry, user_bookings, history;
         MDB_dbi feed, os, requests;
-        /* schema 4: the history's chains (bookings.c): links by feed, and
-         * each user's and VM's newest entry */
-        MDB_dbi history_links, history_user_heads, history_vm_heads;
+        /* schema 4: each user's and VM's newest history entry (bookings.c) */
+        MDB_dbi history_heads;
         /* schema 3 only: the history indexes, keys name NUL be64(feed);
          * opened on a file of schema 3 (read-only, or for its upgrade), else 0 */
         MDB_dbi history_user, history_vm;
@@ -49,13 +48,15 @@ int store_history_index_parse(const void *key, size_t len, const char **ret_name
 /* Schema 4: every history entry is on two chains, its user's and its VM's
  * (STORE_CHAIN_USER, STORE_CHAIN_VM). In each, the entry's position n (1:
  * the name's first entry), the feed of the entry at n - 1 (prev) and of the
- * one at store_history_skip_pos(n) (skip; 0: none). history_links holds
- * both chains' links under the entry's feed, 48 bytes: n, prev, skip of the
- * user's chain, then of the VM's, big-endian. The heads tables hold, under
- * each name, its newest entry's feed and position (16 bytes). */
+ * one at store_history_skip_pos(n) (skip; 0: none). The history table's
+ * value is the links of both chains, 48 bytes (n, prev, skip of the user's
+ * chain, then of the VM's, big-endian), then the record; files of older
+ * schemas hold the record alone. history_heads holds, under 'u' or 'v' and
+ * the name, that name's newest entry's feed and position (16 bytes). */
 enum { STORE_CHAIN_USER, STORE_CHAIN_VM, _STORE_CHAIN_MAX };
 #define STORE_HISTORY_LINKS_BYTES 48
 #define STORE_HISTORY_HEAD_BYTES 16
+#define STORE_HISTORY_HEAD_KEY_MAX (MAX(STORE_NAME_MAX, VMM_VM_ID_MAX) + 1)
 typedef struct StoreHistoryLink {
         uint64_t n, prev, skip;
 } StoreHistoryLink;
@@ -63,16 +64,24 @@ typedef struct StoreHistoryLink {
 static inline uint64_t store_history_skip_pos(uint64_t n) {
         return n & (n - 1);
 }
+/* The record part of a history table value (the file's schema says whether
+ * links come first); -EBADMSG when too short. */
+int store_history_record(const StoreDbis *dbi, const MDB_val *v, const uint8_t **ret,
+                         size_t *ret_len);
 /* The links of the entry at feed; -EBADMSG when missing or malformed. */
 int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
                             StoreHistoryLink ret[_STORE_CHAIN_MAX]);
+/* The key of a name's head: 'u' or 'v', then the name; its length. */
+size_t store_history_head_key(int chain, const char *name,
+                              uint8_t ret[STORE_HISTORY_HEAD_KEY_MAX]);
 /* A name's newest entry; -ENOENT when it has none, -EBADMSG malformed. */
 int store_history_head_get(MDB_txn *txn, const StoreDbis *dbi, int chain, const char *name,
                            uint64_t *ret_feed, uint64_t *ret_n);
-/* Puts the entry at feed (newer than every entry of its user and VM) on top
- * of both chains: writes its links and the two heads. */
+/* Makes the links of the entry at feed (newer than every entry of its user
+ * and VM) into ret, and records it as both names' newest. The caller writes
+ * the entry, ret first. */
 int store_history_link(MDB_txn *txn, const StoreDbis *dbi, const char *user, const char *vm_id,
-                       uint64_t feed);
+                       uint64_t feed, uint8_t ret[STORE_HISTORY_LINKS_BYTES]);
 
 struct Store {
         MDB_env *env;

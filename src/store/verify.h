@@ -22,8 +22,8 @@ typedef struct Verify {
         bool full;              /* a problem did not fit: say no more */
         StoreVerifyStats stats;
         uint64_t feed_prev;     /* the feed walk: the position seen last */
-        uint64_t history_links; /* schema 4: entries of history_links */
-        uint64_t chain_sum;     /* and the positions of one chain kind's heads */
+        uint64_t chain_sum[2];  /* schema 4: the positions of the user's and the
+                                 * VM's heads */
 } Verify;
 
 /* A problem in the data: counted, and described while it fits. */

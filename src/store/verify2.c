@@ -360,6 +360,15 @@ int verify_booking_indexes(Verify *v) {
 
 /* ---- history ---- */
 
+/* A history table value's record (after the links, on a file of schema 4). */
+static int history_decode(Verify *v, const MDB_val *d, StoreHistory *ret) {
+        const uint8_t *rec;
+        size_t len;
+        int r = store_history_record(&v->dbi, d, &rec, &len);
+
+        return r < 0 ? r : record_history_decode(rec, len, ret);
+}
+
 /* Is feed position key (8 bytes) under name in a history index? 1 yes, 0
  * no, < 0 error. Schema 3 keys name NUL feed; schema 2 kept name -> feed in
  * a DUPSORT table. */
@@ -405,7 +414,7 @@ static int chain_entry_check(Verify *v, uint64_t from, int chain, const char *na
                                at, name, feed);
                 return 0;
         }
-        if (record_history_decode(d.mv_data, d.mv_size, &h) < 0)
+        if (history_decode(v, &d, &h) < 0)
                 return 0;       /* the walk of the history says it */
         const char *of = chain == STORE_CHAIN_USER ? h.user : h.vm_id;
         if (strcmp(of, name) != 0) {
@@ -452,7 +461,7 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
         StoreHistory h;
         int r;
 
-        if (record_history_decode(d->mv_data, d->mv_size, &h) < 0 || h.feed != be64_key(k)) {
+        if (history_decode(v, d, &h) < 0 || h.feed != be64_key(k)) {
                 verify_problem(v, "history %" PRIu64 ": record does not decode or names another",
                                be64_key(k));
                 return 0;
@@ -469,45 +478,31 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
         return 0;
 }
 
-/* history_links: each entry belongs to a history record. */
-static int history_link_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
-        int r = k->mv_size == 8 ? lookup(v, v->dbi.history, k->mv_data, 8, NULL) : 0;
-
-        if (r == 0)
-                verify_problem(v, "history links: %" PRIu64 " has no history record",
-                               be64_key(k));
-        return MIN(r, 0);
-}
-
 /* A head: the name's newest entry, at the position it says. */
-static int history_head_entry(Verify *v, const MDB_val *k, int chain) {
-        char name[MAX(STORE_NAME_MAX, VMM_VM_ID_MAX) + 1];
+static int history_head_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
+        char name[STORE_HISTORY_HEAD_KEY_MAX];
+        MDB_val nk = { k->mv_size - 1, (uint8_t *) k->mv_data + 1 };
+        const uint8_t *p = k->mv_data;
         uint64_t feed, n;
-        int r;
+        int chain, r;
 
-        if (!key_str(k, name, sizeof(name) - 1)) {
-                verify_problem(v, "history %s heads: a malformed key", chain_name(chain));
+        chain = k->mv_size < 2 ? -1 : p[0] == 'u' ? STORE_CHAIN_USER
+                                    : p[0] == 'v' ? STORE_CHAIN_VM : -1;
+        if (chain < 0 || !key_str(&nk, name, sizeof(name) - 1)) {
+                verify_problem(v, "history heads: a malformed key (%zu bytes)", k->mv_size);
                 return 0;
         }
         r = store_history_head_get(v->txn, &v->dbi, chain, name, &feed, &n);
         if (r == -EBADMSG) {
-                verify_problem(v, "history %s heads: %s: a malformed entry", chain_name(chain),
+                verify_problem(v, "history heads: %s %s: a malformed entry", chain_name(chain),
                                name);
                 return 0;
         }
         if (r < 0)
                 return r;
-        v->chain_sum += n;
+        v->chain_sum[chain] += n;
         r = chain_entry_check(v, 0, chain, name, feed, n);
         return MIN(r, 0);
-}
-
-static int history_user_head(Verify *v, const MDB_val *k, const MDB_val *d) {
-        return history_head_entry(v, k, STORE_CHAIN_USER);
-}
-
-static int history_vm_head(Verify *v, const MDB_val *k, const MDB_val *d) {
-        return history_head_entry(v, k, STORE_CHAIN_VM);
 }
 
 /* Schema 4: with every entry's links right, the chains hold every entry
@@ -515,26 +510,14 @@ static int history_vm_head(Verify *v, const MDB_val *k, const MDB_val *d) {
  * at one position of a chain, or an entry of a name without a head, make
  * the sum short). */
 static int verify_history_chains(Verify *v) {
-        EntryFunc heads[_STORE_CHAIN_MAX] = { history_user_head, history_vm_head };
-        MDB_dbi dbis[_STORE_CHAIN_MAX] = { v->dbi.history_user_heads, v->dbi.history_vm_heads };
-        int r = walk(v, v->dbi.history_links, &v->history_links, history_link_entry);
+        int r = walk(v, v->dbi.history_heads, NULL, history_head_entry);
 
-        if (r < 0)
-                return r;
-        if (v->history_links != v->stats.history)
-                verify_problem(v, "history: %" PRIu64 " entries, %" PRIu64 " of links",
-                               v->stats.history, v->history_links);
-        for (int c = 0; c < _STORE_CHAIN_MAX; c++) {
-                v->chain_sum = 0;
-                r = walk(v, dbis[c], NULL, heads[c]);
-                if (r < 0)
-                        return r;
-                if (v->chain_sum != v->stats.history)
+        for (int c = 0; r >= 0 && c < _STORE_CHAIN_MAX; c++)
+                if (v->chain_sum[c] != v->stats.history)
                         verify_problem(v, "history: the %s chains hold %" PRIu64 " of %" PRIu64
-                                       " entries", chain_name(c), v->chain_sum,
+                                       " entries", chain_name(c), v->chain_sum[c],
                                        v->stats.history);
-        }
-        return 0;
+        return MIN(r, 0);
 }
 
 /* An index entry names a history record of that user (or VM). */
@@ -551,7 +534,7 @@ static int history_index_check(Verify *v, bool by_user, const char *name, size_t
                                get_be64(feed_key));
                 return 0;
         }
-        if (record_history_decode(d.mv_data, d.mv_size, &h) < 0)
+        if (history_decode(v, &d, &h) < 0)
                 return 0;       /* the walk of the history reports it */
         const char *of = by_user ? h.user : h.vm_id;
         if (strlen(of) != name_len || memcmp(of, name, name_len) != 0)

@@ -212,40 +212,30 @@ static void verify_finds(Fixture *f, const char *what) {
 
 /* Rewrites one big-endian word of the links of the entry at feed. */
 static void poke_link(Fixture *f, uint64_t feed, size_t word, uint64_t value) {
-        uint8_t kb[8], lb[STORE_HISTORY_LINKS_BYTES];
+        uint8_t kb[8], lb[STORE_HISTORY_LINKS_BYTES + 512];
         MDB_val k = { 8, kb }, v;
         MDB_env *env;
         MDB_txn *txn;
         MDB_dbi dbi;
 
         raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_links", 0, &dbi), 0);
+        assert_int_equal(mdb_dbi_open(txn, "history", 0, &dbi), 0);
         put_be64(kb, feed);
         assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
-        assert_int_equal(v.mv_size, sizeof(lb));
-        memcpy(lb, v.mv_data, sizeof(lb));
+        assert_true(v.mv_size > STORE_HISTORY_LINKS_BYTES && v.mv_size <= sizeof(lb));
+        memcpy(lb, v.mv_data, v.mv_size);
         put_be64(lb + 8 * word, value);
-        v = (MDB_val) { sizeof(lb), lb };
+        v.mv_data = lb;
         assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
         raw_end(env, txn);
 }
 
-static void test_verify_missing_links(void **state) {
+static void test_verify_malformed_links(void **state) {
         Fixture *f = *state;
-        uint8_t kb[8];
-        MDB_val k = { 8, kb };
-        MDB_env *env;
-        MDB_txn *txn;
-        MDB_dbi dbi;
 
         populate(open_store(f, false, NULL));
-        raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_links", 0, &dbi), 0);
-        put_be64(kb, 3);
-        assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);
-        raw_end(env, txn);
+        poke_link(f, 3, 0, 0);          /* the user chain's position 0 */
         verify_finds(f, "history 3: links missing or malformed");
-        verify_finds(f, N_ENTRIES_S " entries, " N_LESS_S " of links");
 }
 
 static void test_verify_misfiled_link(void **state) {
@@ -276,20 +266,20 @@ static void test_verify_wrong_position(void **state) {
 static void test_verify_heads(void **state) {
         Fixture *f = *state;
         uint8_t hb[STORE_HISTORY_HEAD_BYTES];
-        MDB_val k = { 3, (void *) "bob" }, v = { sizeof(hb), hb };
+        MDB_val k = { 4, (void *) "ubob" }, v = { sizeof(hb), hb };
         MDB_env *env;
         MDB_txn *txn;
         MDB_dbi dbi;
 
         populate(open_store(f, false, NULL));
         raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_user_heads", 0, &dbi), 0);
+        assert_int_equal(mdb_dbi_open(txn, "history_heads", 0, &dbi), 0);
         assert_int_equal(mdb_del(txn, dbi, &k, NULL), 0);      /* bob: entry 4 */
         raw_end(env, txn);
         verify_finds(f, "the user chains hold " N_LESS_S " of " N_ENTRIES_S " entries");
 
         raw_begin(f, &env, &txn);
-        assert_int_equal(mdb_dbi_open(txn, "history_user_heads", 0, &dbi), 0);
+        assert_int_equal(mdb_dbi_open(txn, "history_heads", 0, &dbi), 0);
         put_be64(hb, 8);        /* alx's entry */
         put_be64(hb + 8, 1);
         assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
@@ -300,11 +290,9 @@ static void test_verify_heads(void **state) {
 /* Rewrites the file as an older schema wrote it: schema 2 (DUPSORT indexes
  * name -> feed) or 3 (plain tables keyed name NUL feed). */
 static void make_schema(Fixture *f, uint8_t version) {
-        static const char *const schema4[] = { "history_links", "history_user_heads",
-                                               "history_vm_heads" };
         MDB_env *env;
         MDB_txn *txn;
-        MDB_dbi meta, dbi, oldu, oldv;
+        MDB_dbi meta, dbi, hist, oldu, oldv;
         MDB_val k = { strlen("schema_version"), (void *) "schema_version" };
         uint8_t vb[4] = { 0, 0, 0, version };
         MDB_val v = { sizeof(vb), vb }, empty = { 0, (void *) "" };
@@ -312,9 +300,22 @@ static void make_schema(Fixture *f, uint8_t version) {
         raw_begin(f, &env, &txn);
         assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
         assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
-        for (size_t i = 0; i < ELEMENTSOF(schema4); i++) {
-                assert_int_equal(mdb_dbi_open(txn, schema4[i], 0, &dbi), 0);
-                assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+        assert_int_equal(mdb_dbi_open(txn, "history_heads", 0, &dbi), 0);
+        assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+        /* the records without their links in front */
+        assert_int_equal(mdb_dbi_open(txn, "history", 0, &hist), 0);
+        for (size_t i = 0; i < N_ENTRIES; i++) {
+                uint8_t fb[8], rb[512];
+                MDB_val fk = { 8, fb }, rv;
+
+                put_be64(fb, i + 1);
+                assert_int_equal(mdb_get(txn, hist, &fk, &rv), 0);
+                assert_true(rv.mv_size > STORE_HISTORY_LINKS_BYTES &&
+                            rv.mv_size - STORE_HISTORY_LINKS_BYTES <= sizeof(rb));
+                memcpy(rb, (uint8_t *) rv.mv_data + STORE_HISTORY_LINKS_BYTES,
+                       rv.mv_size - STORE_HISTORY_LINKS_BYTES);
+                rv = (MDB_val) { rv.mv_size - STORE_HISTORY_LINKS_BYTES, rb };
+                assert_int_equal(mdb_put(txn, hist, &fk, &rv, 0), 0);
         }
         if (version == 2) {
                 assert_int_equal(mdb_dbi_open(txn, "history_user", MDB_CREATE | MDB_DUPSORT,
@@ -391,7 +392,7 @@ static void test_upgrade_from_3(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_walks, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_verify_missing_links, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_verify_malformed_links, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_verify_misfiled_link, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_verify_wrong_position, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_verify_heads, setup, teardown),
