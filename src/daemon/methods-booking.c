@@ -76,17 +76,8 @@ int booking_end_to(PendingEvent **events, StoreTxn *t, const char *vm_id, int ac
         q = store_booking_delete(t, vm_id);
         if (q < 0)
                 return q;
-        StoreVm *vm = malloc(sizeof *vm);
-        if (!vm)
-                return -ENOMEM;
-        q = store_vm_get(t, vm_id, vm);
-        if (q >= 0) {
-                vm->free_since = time;
-                q = store_vm_put_same_disks(t, vm);
-        }
-        free(vm);
-        if (q < 0 && q != -ENOENT)
-                return q;
+        /* the VM record stays as it is: the history entry below says since
+         * when the VM is free (pick_one) */
         q = events_append_to(events, t, &(Event) { .type = "booking.ended", .vm_id = vm_id,
                                                    .user = b.user, .reason = reason,
                                                    .has_expires_at = true,
@@ -420,9 +411,18 @@ static int pick_one(void *userdata, const char *vm_id) {
                 return q == -ENOENT ? 0 : q;
         if (pk->vm->access != STORE_ACCESS_ACTIVE)
                 return 0;
-        if (!pk->found || pk->vm->free_since < pk->free_since) {
+        /* free since the end of its last booking, the newest entry of its
+         * history; never booked: since its creation */
+        StoreHistory h;
+        int64_t since = pk->vm->free_since;
+        q = store_history_newest(pk->t, vm_id, &h);
+        if (q >= 0)
+                since = h.time;
+        else if (q != -ENOENT)
+                return q;
+        if (!pk->found || since < pk->free_since) {
                 pk->found = true;
-                pk->free_since = pk->vm->free_since;
+                pk->free_since = since;
                 snprintf(pk->vm_id, sizeof pk->vm_id, "%s", vm_id);
         }
         return 0;

@@ -7,15 +7,15 @@
  * The history is walked by user and by VM along chains (schema 4): each
  * entry links to the previous entry of its user and of its VM, and to one
  * further back (a skip list with fixed heights: the entry at position n of
- * a chain skips to position n with its lowest set bit cleared), and a small
- * table per chain holds each name's newest entry. A booking then writes its
- * entry and links at the end of two append-only tables and rewrites two
- * small head records. (Schema 3 kept the indexes as tables keyed by name
- * and feed: every name had its own newest leaf page, so a commit of n
- * bookings rewrote about 2n index pages, 13 KB per booking against 2.6 KB
- * per vm.update; schema 2 kept them as DUPSORT tables, one sub-database per
- * name, three pages per entry.) A name's entries older than a feed position
- * are found in O(log^2 n) reads. */
+ * a chain skips to position n with its lowest set bit cleared). The links
+ * sit in front of the entry's record, and a small table holds each name's
+ * newest entry. A booking then appends its entry to the history and
+ * rewrites two small head records on one page. (Schema 3 kept the indexes
+ * as tables keyed by name and feed: every name had its own newest leaf
+ * page, so a commit of n bookings rewrote about 2n index pages, 13 KB per
+ * booking against 2.6 KB per vm.update; schema 2 kept them as DUPSORT
+ * tables, one sub-database per name, three pages per entry.) A name's
+ * entries older than a feed position are found in O(log^2 n) reads. */
 
 #include <assert.h>
 #include <errno.h>
@@ -535,4 +535,20 @@ every:;
                         return r;
         }
         return rc == MDB_NOTFOUND ? 0 : store_errno(rc);
+}
+
+static int newest_one(void *userdata, const StoreHistory *h) {
+        *(StoreHistory *) userdata = *h;
+        return 1;       /* the first is the newest: stop */
+}
+
+int store_history_newest(StoreTxn *t, const char *vm_id, StoreHistory *ret) {
+        int r;
+
+        assert(ret);
+        ret->feed = 0;
+        r = store_history_foreach(t, NULL, vm_id, 0, newest_one, ret);
+        if (r < 0)
+                return r;
+        return ret->feed ? 0 : -ENOENT;
 }

@@ -81,7 +81,8 @@ typedef struct StoreVm {
         uint64_t group;                         /* 0 = in no group */
         uint8_t access;                         /* StoreAccess */
         bool requested;                 /* created from a request, never logged in */
-        int64_t free_since;             /* end of its last booking, or creation */
+        int64_t free_since;             /* its creation (the end of its last booking
+                                         * is its newest history entry) */
         uint32_t n_disks;
         StoreDisk disks[VMM_MAX_DISKS]; /* in the order given; last member */
 } StoreVm;
@@ -377,6 +378,8 @@ typedef int (*StoreHistoryFunc)(void *userdata, const StoreHistory *h);
  * and/or one VM (NULL: any). */
 int store_history_foreach(StoreTxn *t, const char *user, const char *vm_id, uint64_t before,
                           StoreHistoryFunc f, void *userdata);
+/* The newest history entry of a VM: -ENOENT when it has none. */
+int store_history_newest(StoreTxn *t, const char *vm_id, StoreHistory *ret);
 
 /* ---- the durable event feed (feed.c) ---- */
 
