@@ -243,6 +243,7 @@ static int store_setup(Store *s, bool read_only, unsigned *ret_upgraded, char *e
         MDB_val v;
         int r;
 
+        memset(&s->dbi, 0, sizeof(s->dbi));     /* a retry opens them again */
         r = store_errno(mdb_txn_begin(s->env, NULL, read_only ? MDB_RDONLY : 0, &txn));
         if (r >= 0)
                 r = store_errno(mdb_dbi_open(txn, "meta", read_only ? 0 : MDB_CREATE,
@@ -481,7 +482,14 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
                 return r;
         }
 
-        r = store_setup(s, opts->read_only, ret_upgraded, errbuf, errlen);
+        /* An upgrade may need more room than the map has (schema 4 rewrites
+         * every history record, in one transaction with the old pages still
+         * held): the setup is all or nothing, so it is tried again in a map
+         * twice as large, up to the maximum. */
+        while ((r = store_setup(s, opts->read_only, ret_upgraded, errbuf, errlen)) == -ENOSPC &&
+               !opts->read_only && store_grow(s) >= 0)
+                if (errbuf && errlen)
+                        errbuf[0] = 0;
         if (r < 0)
                 return r;
         /* what a crash left in the page cache is made durable before anyone

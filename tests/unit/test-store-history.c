@@ -32,7 +32,8 @@ typedef struct Fixture {
 
 /* entries: feed i + 1 is entries[i]; "al" and "vm-a" are prefixes of
  * others; after the first 8, alice and vm-a get long chains (make_entries) */
-#define N_ENTRIES 48
+#define N_ENTRIES 48            /* the usual count; n_entries is the current one */
+#define MAX_ENTRIES 3000        /* test_upgrade_grows_the_map */
 #define N_ENTRIES_S "48"
 #define N_LESS_S "47"
 static const struct {
@@ -43,10 +44,12 @@ static const struct {
 };
 static struct {
         const char *user, *vm_id;
-} entries[N_ENTRIES];
+} entries[MAX_ENTRIES];
+static size_t n_entries = N_ENTRIES;
 
-static void make_entries(void) {
-        for (size_t i = 0; i < N_ENTRIES; i++)
+static void make_entries(size_t n) {
+        n_entries = n;
+        for (size_t i = 0; i < n; i++)
                 if (i < ELEMENTSOF(first)) {
                         entries[i].user = first[i].user;
                         entries[i].vm_id = first[i].vm_id;
@@ -67,7 +70,7 @@ static int setup(void **state) {
         assert_non_null(f);
         strcpy(f->dir, "/tmp/test-history-XXXXXX");
         assert_non_null(mkdtemp(f->dir));
-        make_entries();
+        make_entries(N_ENTRIES);
         snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
         *state = f;
         return 0;
@@ -95,22 +98,37 @@ static Store *open_store(Fixture *f, bool read_only, unsigned *ret_upgraded) {
         return f->store;
 }
 
+/* In batches; a batch that finds the map full is tried again in a larger
+ * one (as vmmd's writer does). */
 static void populate(Store *s) {
-        StoreTxn *t;
+        for (size_t from = 0; from < n_entries;) {
+                size_t to = MIN(from + 256, n_entries);
+                StoreTxn *t;
+                int r = 0;
 
-        assert_int_equal(store_write_begin(s, &t), 0);
-        for (size_t i = 0; i < N_ENTRIES; i++) {
-                StoreHistory h = { .feed = i + 1, .time = 1000 + (int64_t) i,
-                                   .action = STORE_HISTORY_BOOK, .expires_at = -1 };
-                strcpy(h.user, entries[i].user);
-                strcpy(h.vm_id, entries[i].vm_id);
-                assert_int_equal(store_history_add(t, &h), 0);
+                assert_int_equal(store_write_begin(s, &t), 0);
+                for (size_t i = from; r == 0 && i < to; i++) {
+                        StoreHistory h = { .feed = i + 1, .time = 1000 + (int64_t) i,
+                                           .action = STORE_HISTORY_BOOK, .expires_at = -1 };
+                        strcpy(h.user, entries[i].user);
+                        strcpy(h.vm_id, entries[i].vm_id);
+                        r = store_history_add(t, &h);
+                }
+                if (r == 0)
+                        r = store_commit(t);
+                else
+                        store_abort(t);
+                if (r == -ENOSPC) {
+                        assert_int_equal(store_grow(s), 0);
+                        continue;
+                }
+                assert_int_equal(r, 0);
+                from = to;
         }
-        assert_int_equal(store_commit(t), 0);
 }
 
 typedef struct Seen {
-        uint64_t feed[N_ENTRIES];
+        uint64_t feed[MAX_ENTRIES];
         size_t n;
 } Seen;
 
@@ -136,7 +154,7 @@ static void walk(Store *s, const char *user, const char *vm_id, uint64_t before,
 /* The same, worked out from entries[]. */
 static void expect(const char *user, const char *vm_id, uint64_t before, Seen *ret) {
         memset(ret, 0, sizeof(*ret));
-        for (size_t i = N_ENTRIES; i-- > 0;) {
+        for (size_t i = n_entries; i-- > 0;) {
                 if (before && i + 1 >= before)
                         continue;
                 if ((user && strcmp(user, entries[i].user) != 0) ||
@@ -152,8 +170,9 @@ static void check_every_walk(Store *s) {
 
         for (size_t u = 0; u < ELEMENTSOF(users); u++)
                 for (size_t v = 0; v < ELEMENTSOF(vms); v++)
-                        for (uint64_t before = 0; before <= N_ENTRIES + 2; before++) {
-                                Seen got, want;
+                        for (uint64_t before = 0; before <= n_entries + 2;
+                             before += n_entries > 100 ? 97 : 1) {
+                                static Seen got, want;
 
                                 walk(s, users[u], vms[v], before, &got);
                                 expect(users[u], vms[v], before, &want);
@@ -304,7 +323,7 @@ static void make_schema(Fixture *f, uint8_t version) {
         assert_int_equal(mdb_drop(txn, dbi, 1), 0);
         /* the records without their links in front */
         assert_int_equal(mdb_dbi_open(txn, "history", 0, &hist), 0);
-        for (size_t i = 0; i < N_ENTRIES; i++) {
+        for (size_t i = 0; i < n_entries; i++) {
                 uint8_t fb[8], rb[512];
                 MDB_val fk = { 8, fb }, rv;
 
@@ -326,7 +345,7 @@ static void make_schema(Fixture *f, uint8_t version) {
                 assert_int_equal(mdb_dbi_open(txn, "history_by_user", MDB_CREATE, &oldu), 0);
                 assert_int_equal(mdb_dbi_open(txn, "history_by_vm", MDB_CREATE, &oldv), 0);
         }
-        for (size_t i = 0; i < N_ENTRIES; i++) {
+        for (size_t i = 0; i < n_entries; i++) {
                 uint8_t fb[8], ib[STORE_HISTORY_KEY_MAX];
                 MDB_val fv = { 8, fb }, uk = { strlen(entries[i].user), (void *) entries[i].user };
                 MDB_val vk = { strlen(entries[i].vm_id), (void *) entries[i].vm_id };
@@ -364,7 +383,7 @@ static void upgrade_from(Fixture *f, unsigned version) {
         assert_int_equal(upgraded, 0);
         assert_int_equal(store_verify(s, err, sizeof(err), &st), 0);
         assert_int_equal(st.schema_version, version);
-        assert_int_equal(st.history, N_ENTRIES);
+        assert_int_equal(st.history, n_entries);
         check_every_walk(s);
 
         s = open_store(f, false, &upgraded);
@@ -379,6 +398,74 @@ static void upgrade_from(Fixture *f, unsigned version) {
         for (size_t i = 0; i < 2; i++)
                 assert_int_equal(mdb_dbi_open(txn, old[version - 2][i], 0, &dbi), MDB_NOTFOUND);
         raw_end(env, txn);
+}
+
+/* Copies the file compacted, in an environment whose map is just the
+ * file's data: the copy records that map size. */
+static void compact(Fixture *f) {
+        char copy[256];
+        MDB_env *env;
+
+        snprintf(copy, sizeof(copy), "%s.compact", f->path);
+        assert_int_equal(mdb_env_create(&env), 0);
+        assert_int_equal(mdb_env_set_maxdbs(env, 64), 0);
+        assert_int_equal(mdb_env_set_mapsize(env, 4096), 0);    /* raised to the data */
+        assert_int_equal(mdb_env_open(env, f->path, MDB_NOSUBDIR | MDB_RDONLY, 0600), 0);
+        assert_int_equal(mdb_env_copy2(env, copy, MDB_CP_COMPACT), 0);
+        mdb_env_close(env);
+        assert_int_equal(rename(copy, f->path), 0);
+}
+
+/* Leaves the file without free pages and with a map exactly its data,
+ * recorded in the file (LMDB never records a smaller map than before, but
+ * a compacted copy records its source's): any upgrade needs more. Its
+ * size. */
+static uint64_t make_map_tight(Fixture *f) {
+        MDB_env *env;
+        MDB_envinfo info;
+
+        f->store = store_close(f->store);
+        compact(f);     /* no free pages, the map of the data before */
+        compact(f);     /* and the map of this data */
+        assert_int_equal(mdb_env_create(&env), 0);
+        assert_int_equal(mdb_env_set_maxdbs(env, 64), 0);
+        assert_int_equal(mdb_env_open(env, f->path, MDB_NOSUBDIR | MDB_RDONLY, 0600), 0);
+        assert_int_equal(mdb_env_info(env, &info), 0);
+        mdb_env_close(env);
+        assert_true(info.me_mapsize <= (info.me_last_pgno + 1) * 4096);
+        return info.me_mapsize;
+}
+
+/* A history too large for the map the file records: the upgrade is tried
+ * again in a larger map, and nothing is lost. */
+static void test_upgrade_grows_the_map(void **state) {
+        Fixture *f = *state;
+        StoreOptions o = { .dir = f->state, .map_size_initial = 1 };   /* the smallest */
+        StoreVerifyStats st;
+        StoreStats stats;
+        StoreTxn *t;
+        char err[1024] = "";
+        unsigned upgraded = 0;
+        uint64_t tight;
+
+        make_entries(MAX_ENTRIES);
+        populate(open_store(f, false, NULL));
+        check_every_walk(f->store);
+        make_schema(f, 3);
+        tight = make_map_tight(f);
+
+        if (store_open(&o, &f->store, &upgraded, err, sizeof(err)) != 0)
+                fail_msg("store_open: %s", err);
+        assert_int_equal(upgraded, 3);
+        assert_int_equal(store_read_begin(f->store, &t), 0);
+        assert_int_equal(store_stats(t, &stats), 0);
+        store_read_end(t);
+        if (stats.map_size_bytes <= tight)
+                fail_msg("the map stayed at %" PRIu64 " bytes", stats.map_size_bytes);
+        check_every_walk(f->store);
+        if (store_verify(f->store, err, sizeof(err), &st) != 0)
+                fail_msg("after the upgrade: %s", err);
+        assert_int_equal(st.history, MAX_ENTRIES);
 }
 
 static void test_upgrade_from_2(void **state) {
@@ -398,6 +485,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_verify_heads, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_upgrade_from_2, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_upgrade_from_3, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_upgrade_grows_the_map, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
