@@ -258,20 +258,12 @@ int store_history_record(const StoreDbis *dbi, const MDB_val *v, const uint8_t *
         return 0;
 }
 
-int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
-                            StoreHistoryLink ret[_STORE_CHAIN_MAX]) {
-        uint8_t kb[8];
-        MDB_val k = val_of(kb, 8), v;
-        int r;
-
-        put_be64(kb, feed);
-        r = store_errno(mdb_get(txn, dbi->history, &k, &v));
-        if (r < 0)
-                return r == -ENOENT ? -EBADMSG : r;
-        if (v.mv_size <= STORE_HISTORY_LINKS_BYTES)
+/* The links in front of the history table value v, of the entry at feed. */
+static int links_parse(const MDB_val *v, uint64_t feed, StoreHistoryLink ret[_STORE_CHAIN_MAX]) {
+        if (v->mv_size <= STORE_HISTORY_LINKS_BYTES)
                 return -EBADMSG;
         for (int c = 0; c < _STORE_CHAIN_MAX; c++) {
-                const uint8_t *p = (const uint8_t *) v.mv_data + 24 * c;
+                const uint8_t *p = (const uint8_t *) v->mv_data + 24 * c;
 
                 ret[c] = (StoreHistoryLink) { get_be64(p), get_be64(p + 8), get_be64(p + 16) };
                 /* positions from 1, links to older entries at the positions
@@ -282,6 +274,19 @@ int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
                         return -EBADMSG;
         }
         return 0;
+}
+
+int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
+                            StoreHistoryLink ret[_STORE_CHAIN_MAX]) {
+        uint8_t kb[8];
+        MDB_val k = val_of(kb, 8), v;
+        int r;
+
+        put_be64(kb, feed);
+        r = store_errno(mdb_get(txn, dbi->history, &k, &v));
+        if (r < 0)
+                return r == -ENOENT ? -EBADMSG : r;
+        return links_parse(&v, feed, ret);
 }
 
 size_t store_history_head_key(int chain, const char *name, uint8_t ret[STORE_HISTORY_HEAD_KEY_MAX]) {
@@ -410,8 +415,10 @@ typedef struct HistoryWalk {
 } HistoryWalk;
 
 /* The history record at feed to w->f, when it is of w's user and VM. A
- * record of another name than its chain's (chain_name) is damage. */
-static int history_one(HistoryWalk *w, uint64_t feed, const char *chain_name, int chain) {
+ * record of another name than its chain's (chain_name) is damage. With
+ * chain_name, its links to *ret_links first (read with the record). */
+static int history_one(HistoryWalk *w, uint64_t feed, const char *chain_name, int chain,
+                       StoreHistoryLink ret_links[_STORE_CHAIN_MAX]) {
         uint8_t kb[8];
         MDB_val hv, k = val_of(kb, 8);
         const uint8_t *rec;
@@ -423,7 +430,9 @@ static int history_one(HistoryWalk *w, uint64_t feed, const char *chain_name, in
         r = store_errno(mdb_get(w->t->txn, w->t->store->dbi.history, &k, &hv));
         if (r < 0)
                 return r == -ENOENT ? -EBADMSG : r;
-        r = store_history_record(&w->t->store->dbi, &hv, &rec, &len);
+        r = chain_name ? links_parse(&hv, feed, ret_links) : 0;
+        if (r >= 0)
+                r = store_history_record(&w->t->store->dbi, &hv, &rec, &len);
         if (r >= 0)
                 r = record_history_decode(rec, len, &h);
         if (r < 0)
@@ -464,11 +473,8 @@ static int history_chain_walk(HistoryWalk *w, int chain, const char *name, uint6
                         return 0;       /* none older */
         }
         for (;;) {
-                r = history_one(w, feed, name, chain);
+                r = history_one(w, feed, name, chain, l);
                 if (r != 0)
-                        return r;
-                r = store_history_links_get(txn, dbi, feed, l);
-                if (r < 0)
                         return r;
                 if (l[chain].n != n)
                         return -EBADMSG;
@@ -530,7 +536,7 @@ every:;
         for (; rc == 0; rc = mdb_cursor_get(c, &hk, &hv, MDB_PREV)) {
                 if (hk.mv_size != 8)
                         return -EBADMSG;
-                r = history_one(&w, get_be64(hk.mv_data), NULL, 0);
+                r = history_one(&w, get_be64(hk.mv_data), NULL, 0, NULL);
                 if (r != 0)
                         return r;
         }
