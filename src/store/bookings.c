@@ -258,8 +258,8 @@ int store_history_record(const StoreDbis *dbi, const MDB_val *v, const uint8_t *
         return 0;
 }
 
-/* The links in front of the history table value v, of the entry at feed. */
-static int links_parse(const MDB_val *v, uint64_t feed, StoreHistoryLink ret[_STORE_CHAIN_MAX]) {
+int store_history_links_parse(const MDB_val *v, uint64_t feed,
+                              StoreHistoryLink ret[_STORE_CHAIN_MAX]) {
         if (v->mv_size <= STORE_HISTORY_LINKS_BYTES)
                 return -EBADMSG;
         for (int c = 0; c < _STORE_CHAIN_MAX; c++) {
@@ -286,7 +286,7 @@ int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
         r = store_errno(mdb_get(txn, dbi->history, &k, &v));
         if (r < 0)
                 return r == -ENOENT ? -EBADMSG : r;
-        return links_parse(&v, feed, ret);
+        return store_history_links_parse(&v, feed, ret);
 }
 
 size_t store_history_head_key(int chain, const char *name, uint8_t ret[STORE_HISTORY_HEAD_KEY_MAX]) {
@@ -430,7 +430,7 @@ static int history_one(HistoryWalk *w, uint64_t feed, const char *chain_name, in
         r = store_errno(mdb_get(w->t->txn, w->t->store->dbi.history, &k, &hv));
         if (r < 0)
                 return r == -ENOENT ? -EBADMSG : r;
-        r = chain_name ? links_parse(&hv, feed, ret_links) : 0;
+        r = chain_name ? store_history_links_parse(&hv, feed, ret_links) : 0;
         if (r >= 0)
                 r = store_history_record(&w->t->store->dbi, &hv, &rec, &len);
         if (r >= 0)

@@ -180,11 +180,9 @@ static int drop_table(MDB_txn *txn, MDB_dbi *dbi) {
  * to build. */
 static int upgrade_history(Store *s, MDB_txn *txn) {
         _cleanup_(cursor_closep) MDB_cursor *c = NULL;
-        StoreDbis now = s->dbi;
         MDB_val k, v;
         int rc, r;
 
-        now.schema = 4;         /* the links read back are of the new layout */
         r = store_errno(mdb_cursor_open(txn, s->dbi.history, &c));
         if (r < 0)
                 return r;
@@ -211,7 +209,7 @@ static int upgrade_history(Store *s, MDB_txn *txn) {
                 if (!val)
                         return -ENOMEM;
                 memcpy(val + STORE_HISTORY_LINKS_BYTES, v.mv_data, v.mv_size);
-                r = store_history_link(txn, &now, h.user, h.vm_id, h.feed, val);
+                r = store_history_link(txn, &s->dbi, h.user, h.vm_id, h.feed, val);
                 if (r < 0)
                         return r;
                 next = h.feed;

@@ -68,6 +68,10 @@ static inline uint64_t store_history_skip_pos(uint64_t n) {
  * links come first); -EBADMSG when too short. */
 int store_history_record(const StoreDbis *dbi, const MDB_val *v, const uint8_t **ret,
                          size_t *ret_len);
+/* The links in front of v, the history table value of the entry at feed;
+ * -EBADMSG when malformed. */
+int store_history_links_parse(const MDB_val *v, uint64_t feed,
+                              StoreHistoryLink ret[_STORE_CHAIN_MAX]);
 /* The links of the entry at feed; -EBADMSG when missing or malformed. */
 int store_history_links_get(MDB_txn *txn, const StoreDbis *dbi, uint64_t feed,
                             StoreHistoryLink ret[_STORE_CHAIN_MAX]);

@@ -422,11 +422,8 @@ static int chain_entry_check(Verify *v, uint64_t from, int chain, const char *na
                                feed, of);
                 return 0;
         }
-        r = store_history_links_get(v->txn, &v->dbi, feed, l);
-        if (r == -EBADMSG)
+        if (store_history_links_parse(&d, feed, l) < 0)
                 return 0;       /* said at that entry */
-        if (r < 0)
-                return r;
         if (l[chain].n != pos) {
                 verify_problem(v, "%s of %s expects %" PRIu64 " at position %" PRIu64
                                ", which is at %" PRIu64, at, name, feed, pos, l[chain].n);
@@ -435,13 +432,13 @@ static int chain_entry_check(Verify *v, uint64_t from, int chain, const char *na
         return 1;
 }
 
-/* Schema 4: the entry's links, in each chain, lead to entries of its name
- * at the positions they must have. */
-static int history_links_check(Verify *v, const StoreHistory *h) {
+/* Schema 4: the links in front of the entry's value d, in each chain, lead
+ * to entries of its name at the positions they must have. */
+static int history_links_check(Verify *v, const StoreHistory *h, const MDB_val *d) {
         StoreHistoryLink l[_STORE_CHAIN_MAX];
-        int r = store_history_links_get(v->txn, &v->dbi, h->feed, l);
+        int r = 0;
 
-        if (r == -EBADMSG) {
+        if (store_history_links_parse(d, h->feed, l) < 0) {
                 verify_problem(v, "history %" PRIu64 ": links missing or malformed", h->feed);
                 return 0;
         }
@@ -467,7 +464,7 @@ static int history_entry(Verify *v, const MDB_val *k, const MDB_val *d) {
                 return 0;
         }
         if (v->dbi.schema >= 4)
-                return history_links_check(v, &h);
+                return history_links_check(v, &h, d);
         r = history_indexed(v, true, h.user, k->mv_data);
         if (r == 1)
                 r = history_indexed(v, false, h.vm_id, k->mv_data);
