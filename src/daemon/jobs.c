@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hasher.h"
 #include "jobs.h"
 #include "log.h"
 #include "shared/macro.h"
@@ -83,6 +84,8 @@ static void *hash_thread(void *userdata) {
          * one's own priority needs no privilege; when a sandbox forbids it
          * (EPERM), the hashes run at the daemon's priority. */
         (void) setpriority(PRIO_PROCESS, (id_t) gettid(), HASH_NICE);
+        /* the hashes themselves run in a helper process (hasher.h) */
+        Hasher *h = hasher_thread_begin();
         pthread_mutex_lock(&js->lock);
         for (;;) {
                 Job *j = queue_pop(&js->hash_q);
@@ -101,6 +104,7 @@ static void *hash_thread(void *userdata) {
                 jobs_complete_locked(js, j);
         }
         pthread_mutex_unlock(&js->lock);
+        hasher_thread_end(h);
         return NULL;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "hasher.h"
 #include "log.h"
 #include "manager.h"
 #include "shared/secret.h"
@@ -21,6 +22,8 @@ int main(int argc, char *argv[]) {
         Manager *m = NULL;
         int r;
 
+        if (argc >= 2 && strcmp(argv[1], HASHER_HELPER_ARG) == 0)
+                return hasher_helper_main(argc, argv);
         r = config_load(argc, argv, &config, &kind);
         if (r > 0)
                 return EXIT_SUCCESS;
@@ -35,6 +38,10 @@ int main(int argc, char *argv[]) {
                 config_done(&config);
                 return EXIT_FAILURE;
         }
+        r = hasher_enable();
+        if (r < 0)
+                log_warning_errno(r, "Cannot find vmmd's own binary, hashing passwords in its "
+                                  "threads: %s", strerror(-r));
         r = manager_new(&m, &config);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up: %s", strerror(-r));

@@ -44,6 +44,20 @@ int secret_password_hash(const char *pw, size_t len, char ret_hash[SECRET_PWHASH
 /* true when pw matches hash. Same cost whether or not it matches. */
 bool secret_password_verify(const char *hash, const char *pw, size_t len);
 
+/* Where the calling thread's argon2id work goes instead of this address
+ * space (vmmd's hash workers hand it to a helper process, see
+ * src/daemon/hasher.c). hash returns 0 or <0; verify 1 (match), 0 (no
+ * match) or <0. On <0 the work is done here after all. */
+typedef struct SecretOffload {
+        int (*hash)(void *userdata, const char *pw, size_t len,
+                    char ret_hash[SECRET_PWHASH_MAX]);
+        int (*verify)(void *userdata, const char *hash, const char *pw, size_t len);
+        void *userdata;
+} SecretOffload;
+
+/* For the calling thread only; NULL: here. o must outlive its use. */
+void secret_offload_set(const SecretOffload *o);
+
 /* A random password of SECRET_GEN_PASSWORD_LEN characters [A-Za-z0-9]. */
 void secret_password_generate(char ret[SECRET_GEN_PASSWORD_LEN + 1]);
 

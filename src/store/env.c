@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -458,6 +459,11 @@ int store_open(const StoreOptions *opts, Store **ret, unsigned *ret_upgraded, ch
                                 strerror(-r));
                 return r;
         }
+        /* LMDB 0.9 opens its data file without O_CLOEXEC: a program this
+         * process starts (vmmd's hash helpers) must not hold it open */
+        mdb_filehandle_t dfd;
+        if (mdb_env_get_fd(s->env, &dfd) == 0 && dfd >= 0)
+                (void) fcntl(dfd, F_SETFD, fcntl(dfd, F_GETFD) | FD_CLOEXEC);
         r = store_errno(mdb_reader_check(s->env, &dead));
         if (r < 0) {
                 store_set_error(errbuf, errlen, "database %s: reader check failed: %s", s->path,

@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import msgpack  # noqa: E402
 
-from vmmtest import (PASSWORD, Client, Closed, free_port, short_tmpdir,  # noqa: E402
-                     vmmd_bin, wait_until)
+from vmmtest import (PASSWORD, Client, Closed, children_of, free_port,  # noqa: E402
+                     short_tmpdir, vmmd_bin, wait_until)
 
 try:
     import pytest
@@ -995,6 +995,8 @@ def child_manager(scratch):
             res['status'] = adm.ok('status')
         with Client(port) as c:
             c.register('unit-vm-1')
+        # the password was hashed by a helper process, inside the sandbox
+        res['helpers'] = list(children_of(pid).values())
         res['admin_ino_after'] = os.stat(admin_path).st_ino
         # the sandbox is live around the running daemon
         with open(f'/proc/{pid}/status') as f:
@@ -1035,6 +1037,9 @@ def child_manager(scratch):
         res['journal_ids'] = sorted({r.get('MESSAGE_ID', '') for r in recs})
         res['journal_units'] = sorted({r.get('_SYSTEMD_USER_UNIT', '') for r in recs})
         res['journal_transports'] = sorted({r.get('_TRANSPORT', '') for r in recs})
+        res['journal_hash_warnings'] = [r.get('MESSAGE') for r in recs
+                                        if 'hash helper' in str(r.get('MESSAGE'))
+                                        or 'hashing in' in str(r.get('MESSAGE'))]
     except BaseException:
         # what the manager and vmmd said, for the failure report
         subprocess.run(['journalctl', '--sync'], timeout=30)
@@ -1087,6 +1092,8 @@ def test_units_under_systemd_user_manager(tmp_path):
     for name in ('started', 'reloaded', 'registered', 'stopped'):
         assert MSG[name] in r['journal_ids'], f'{name} not in the journal\n' + info
     assert r['journal_transports'] == ['journal'], info
+    assert r['helpers'] == [['vmmd', '--hash-helper', str(r['main_pid'])]], info
+    assert r['journal_hash_warnings'] == [], info
 
 
 # ---------------------------------------------------------------------------
