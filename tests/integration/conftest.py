@@ -18,6 +18,36 @@ def pytest_runtest_makereport(item, call):
     setattr(item, 'rep_' + rep.when, rep)
 
 
+def _system_state():
+    """What a vmmd run as root with its defaults would write: /var/lib/vmmd
+    and its files, each with its change time (None: not there)."""
+    base = '/var/lib/vmmd'
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return None
+    out = {}
+    for n in [''] + names:
+        try:
+            out[n] = os.lstat(os.path.join(base, n)).st_ctime_ns
+        except OSError:
+            out[n] = None
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _leaves_system_state_alone(request):
+    """No test may touch the machine's /var/lib/vmmd: every daemon of a test
+    has a state directory of its own. One left there by a vmmd started as
+    root without --state-dir fails this test here, and would fail the
+    package tests later (the package's vmmd, as user vmmd, cannot open it)."""
+    before = _system_state()
+    yield
+    after = _system_state()
+    if after != before:
+        pytest.fail(f'this test changed /var/lib/vmmd: before {before}, after {after}')
+
+
 def _failed(request):
     rep = getattr(request.node, 'rep_call', None)
     return rep is None or rep.failed

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from agenttest import Agent, Notify, disk, fake_root  # noqa: E402
 from fakevmmd import FakeVmmd  # noqa: E402
-from vmmtest import PASSWORD, wait_until  # noqa: E402
+from vmmtest import PASSWORD, process_gone, wait_until  # noqa: E402
 
 READY = r'first report to \S+ done: ready'
 # the request that finds the session ended: the report, or the vm.get that
@@ -187,14 +187,7 @@ def test_hanging_hook_is_killed_with_its_group(fake, setup, tmp_path):
     ag.wait_log(r'hook 10-hang timed out and was killed by signal KILL')
     # the background child of the hook died with it
     child = int(pids.read_text())
-
-    def gone():
-        try:
-            with open(f'/proc/{child}/stat') as f:
-                return f.read().split(') ')[1][0] == 'Z'
-        except FileNotFoundError:
-            return True
-    assert wait_until(gone, timeout=5)
+    assert wait_until(lambda: process_gone(child), timeout=5)
     assert out_lines(ag)[0][1] == 'booking.expiring'
 
 
@@ -326,14 +319,24 @@ def test_describes_hostname_ip_os_to_a_part2_vmmd(setup):
         srv.close()
 
 
+def agent_until(ms):
+    """The agent's 'until': the time alone when the booking ends today (UTC),
+    with the date when it ends another day.  From the booking's own time, not
+    the clock at the assert: between the two a minute or a day may turn."""
+    end = time.gmtime(ms / 1000)
+    if time.strftime('%Y-%m-%d', end) == time.strftime('%Y-%m-%d', time.gmtime()):
+        return time.strftime('%H:%M UTC', end)
+    return time.strftime('%Y-%m-%d %H:%M UTC', end)
+
+
 def test_status_names_the_booking(fake, setup):
     n = Notify()
     try:
-        fake.booking['vm1'] = {'user': 'carol', 'started_at': 1,
-                               'expires_at': int(time.time() * 1000) + 3600_000}
+        expires = int(time.time() * 1000) + 3600_000
+        fake.booking['vm1'] = {'user': 'carol', 'started_at': 1, 'expires_at': expires}
         ag = setup(fake, env={'NOTIFY_SOCKET': n.path})
         ag.wait_log(READY)
-        until = time.strftime('%H:%M UTC', time.gmtime(time.time() + 3600))
+        until = agent_until(expires)
         host = f'127.0.0.1:{fake.port}'
         assert wait_until(lambda: n.values('STATUS')[-1:] ==
                           [f'connected to {host}, booked by carol until {until}'], timeout=5)
@@ -342,7 +345,8 @@ def test_status_names_the_booking(fake, setup):
                           timeout=5)
         exp = int(time.time() * 1000) + 2 * 86400_000
         fake.push_event(booking('booking.created', user='dave', expires=exp))
-        day = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(exp / 1000))
+        day = agent_until(exp)
+        assert day.startswith(time.strftime('%Y-%m-%d', time.gmtime(exp / 1000)))
         assert wait_until(lambda: n.values('STATUS')[-1:] ==
                           [f'connected to {host}, booked by dave until {day}'], timeout=5)
         assert n.values('READY') == ['1']

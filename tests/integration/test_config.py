@@ -244,3 +244,36 @@ def test_default_state_dir_state_directory(tmp_path):
         assert not os.path.exists(tmp_path / 'xdg')
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='the case of root')
+@pytest.mark.parametrize('own', [False, True])
+def test_run_dev_as_root_keeps_its_state_in_the_checkout(tmp_path, own):
+    """tools/run-dev run as root once put its database in /var/lib/vmmd,
+    where an installed package's vmmd (user vmmd) then could not open it.
+    Here the real script runs in a copy of the checkout's outline: its
+    tools, a build directory ninja finds up to date, and the vmmd built."""
+    top = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..'))
+    tree = tmp_path / 'checkout'
+    (tree / 'tools').mkdir(parents=True)
+    for t in ('run-dev', 'install-deps'):
+        shutil.copy2(os.path.join(top, 'tools', t), tree / 'tools' / t)
+    (tree / 'build' / 'src' / 'daemon').mkdir(parents=True)
+    (tree / 'build' / 'build.ninja').write_text('build all: phony\ndefault all\n')
+    os.symlink(vmmd_bin(), tree / 'build' / 'src' / 'daemon' / 'vmmd')
+    sockdir = tempfile.mkdtemp(prefix='vmmr', dir='/tmp')
+    try:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != 'STATE_DIRECTORY'}
+        args = ['--listen', f'127.0.0.1:{port}', '--admin-socket', f'{sockdir}/a.sock']
+        want = tree / 'build' / 'dev-state'
+        if own:
+            want = tmp_path / 'mine'
+            args += ['--state-dir', str(want)]
+        out = start_and_ping([str(tree / 'tools' / 'run-dev')] + args, env, port)
+        assert f'database {want}/vmmd.mdb' in out, out
+        assert os.path.exists(want / 'vmmd.mdb')
+        assert os.path.exists(tree / 'build' / 'dev-state') != own
+        # and /var/lib/vmmd is untouched: conftest's guard checks every test
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)

@@ -12,6 +12,7 @@ older vmmd to see them fail for what it does, not for the flags it lacks."""
 
 import os
 import pty
+import random
 import re
 import select
 import shutil
@@ -77,8 +78,34 @@ def compat_argv(argv, binary):
     return out
 
 
+_port_rng = random.Random(os.getpid() * 1000003 + time.monotonic_ns())
+
+
+def _ephemeral_low():
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host='127.0.0.1'):
+    """A port nobody listens on now. It is drawn below the kernel's range of
+    ephemeral ports, so that no outgoing connection of a test running in
+    parallel takes it before the server binds it (one did: vmmd could not
+    listen, "Address already in use"); two tests drawing the same port is
+    left to chance (one in thousands) and to Daemon's retry."""
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(100):
+            port = _port_rng.randrange(max(10000, low - 12000), low)
+            with socket.socket(fam, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -367,6 +394,7 @@ class Daemon:
         self.admin_socket = os.path.join(self.sockdir, 'admin.sock')
         self.host = '127.0.0.1'
         self.port = free_port()
+        self.own_port = listen is None         # ours to change if taken at the first start
         self.listen = [f'{self.host}:{self.port}'] if listen is None else listen
         self.args = list(args)
         self.log_level = log_level
@@ -393,6 +421,20 @@ class Daemon:
         return compat_argv(a + self.args, self.bin)
 
     def start(self):
+        for attempt in range(3):
+            try:
+                return self._start()
+            except AssertionError as e:
+                # the port we drew was taken before vmmd bound it: draw again
+                if not (self.own_port and self.runs == 1 + attempt and
+                        'Address already in use' in str(e)) or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.listen = [f'{self.host}:{self.port}']
+                self.sockdir = short_tmpdir()           # the failed start removed it
+                self.admin_socket = os.path.join(self.sockdir, 'admin.sock')
+
+    def _start(self):
         assert self.proc is None
         self.runs += 1
         self.log_path = os.path.join(self.tmp, f'vmmd.{self.runs}.log')
@@ -526,6 +568,38 @@ def wait_until(pred, timeout=5.0, step=0.02):
         if time.monotonic() >= deadline:
             return v
         time.sleep(step)
+
+
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name: [0] the state,
+    [1] the parent's pid, [16] the nice value."""
+    with open(f'/proc/{pid}/stat') as f:
+        st = f.read()
+    return st[st.rindex(')') + 2:].split()
+
+
+def process_gone(pid):
+    """Exited (a zombie not yet reaped by whoever adopted it counts)."""
+    try:
+        return proc_stat(pid)[0] == 'Z'
+    except OSError:
+        return True
+
+
+def children_of(pid):
+    """{pid: argv} of the processes whose parent is pid."""
+    out = {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            if int(proc_stat(name)[1]) != pid:
+                continue
+            with open(f'/proc/{name}/cmdline', 'rb') as f:
+                out[int(name)] = [a.decode() for a in f.read().split(b'\0') if a]
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def ids(records):

@@ -11,7 +11,6 @@ import base64
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -80,7 +79,17 @@ class Web:
         self.args = list(args)
         self.log_path = os.path.join(self.tmp, f'vmm-web.{self.port}.log')
         self.proc = None
-        self.start()
+        for attempt in range(3):
+            try:
+                self.start()
+                break
+            except AssertionError as e:
+                # the port drawn was taken before vmm-web bound it (a test
+                # running beside this one): draw again, as Daemon does
+                if 'Address already in use' not in str(e) or attempt == 2:
+                    raise
+                self.port = vmmtest.free_port()
+                self.log_path = os.path.join(self.tmp, f'vmm-web.{self.port}.log')
 
     def argv(self):
         a = [web_bin(), '--listen', f'{self.host}:{self.port}', '--vmmd', self.vmmd,
@@ -91,16 +100,23 @@ class Web:
 
     def start(self):
         self.logf = open(self.log_path, 'ab')
+        seen = self.logf.tell()             # a restart appends: its own lines only
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=self.logf)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f'vmm-web exited at start:\n{self.log_text()}'
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
+            if self.proc.poll() is not None:
+                self.proc = None
+                self.logf.close()
+                raise AssertionError(f'vmm-web exited at start:\n{self.log_text()}')
+            # its own word, not a connection: on a port taken by another
+            # server, a connection would succeed and prove nothing
+            with open(self.log_path, 'rb') as f:
+                f.seek(seen)
+                ready = b' ready: vmmd at ' in f.read()
+            if ready:
                 return
-            except OSError:
-                time.sleep(0.02)
+            time.sleep(0.02)
         raise AssertionError(f'vmm-web does not listen:\n{self.log_text()}')
 
     def log_text(self):

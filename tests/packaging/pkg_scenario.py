@@ -112,6 +112,9 @@ def lo_up():
         s.close()
 
 
+HOST_LEFTOVERS = ('/var/lib/vmmd', '/var/lib/vmclient', '/etc/vmmd')
+
+
 def outer(out, debs, scratch):
     sh(['mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', scratch], check=True)
     for d in ('upper', 'work', 'root'):
@@ -119,6 +122,17 @@ def outer(out, debs, scratch):
     root = os.path.join(scratch, 'root')
     sh(['mount', '-t', 'overlay', 'overlay', '-o',
         f'lowerdir=/,upperdir={scratch}/upper,workdir={scratch}/work', root], check=True)
+    # what vmmd or its packages left on this machine before (a vmmd run as
+    # root without --state-dir makes /var/lib/vmmd, owned by root): gone from
+    # the overlay, as on a machine that never had them; the machine keeps them
+    for d in HOST_LEFTOVERS:
+        if os.path.lexists(root + d):
+            print(f'pkg_scenario: hiding this machine\'s {d} from the scenario',
+                  file=sys.stderr)
+            if os.path.isdir(root + d) and not os.path.islink(root + d):
+                shutil.rmtree(root + d)
+            else:
+                os.unlink(root + d)
     sh(['mount', '--rbind', '/dev', f'{root}/dev'], check=True)
     sh(['mount', '--rbind', '/sys', f'{root}/sys'], check=True)
     sh(['mount', '-t', 'tmpfs', '-o', 'mode=0755', 'tmpfs', f'{root}/run'], check=True)
