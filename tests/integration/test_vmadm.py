@@ -977,6 +977,73 @@ def test_bash_completion_vmadm_and_vmmd(daemon):
         ['debug', 'err', 'info', 'notice', 'warning']
 
 
+# ---- shell completion (zsh) ----
+
+def zsh_start(env_extra, bin_dirs, tmp_path):
+    """An interactive zsh (no rc files) with tools/completion in fpath."""
+    env = vmadm_env()
+    env.update({'TERM': 'dumb', 'HOME': str(tmp_path),
+                'PATH': ':'.join(list(bin_dirs) + [env['PATH']])})
+    env.update(env_extra or {})
+    t = vmmtest.Pty(['zsh', '-f', '-i'], env)
+    t.keys(f"PS1='zsh> '; fpath=({COMPLETION_DIR} $fpath); autoload -Uz compinit; "
+           "compinit -u -D; unsetopt listambiguous; echo READ''Y\r")
+    # READY as printed, not as echoed while typed
+    t.expect(r'\nREADY\r\n(.|\n)*?zsh> ')
+    return t
+
+
+def zsh_list(t, line):
+    """The names zsh lists for line + TAB (an ambiguous completion): the first
+    word of each 'NAME -- description' row, or every word of a plain list."""
+    t.keys('\x15' + line + '\t')
+    out = t.expect(r'\r\n(.|\n)*?\r\nzsh> ')
+    listing = out[out.index('\r\n'):out.rindex('\r\nzsh> ')]
+    rows = [r.strip() for r in listing.split('\r\n') if r.strip()]
+    if any(' -- ' in r for r in rows):
+        return sorted(r.split()[0] for r in rows)
+    return sorted(w for r in rows for w in r.split())
+
+
+def test_zsh_completion_vmadm_and_vmmd(daemon, tmp_path):
+    if not shutil.which('zsh'):
+        pytest.skip('zsh is not installed (tools/install-deps installs it)')
+    bindir = os.path.dirname(vmadm_bin())
+    vmmd_dir = os.path.dirname(vmmtest.vmmd_bin())
+    t = zsh_start({'VMADM_SOCKET': daemon.admin_socket}, [bindir, vmmd_dir], tmp_path)
+    try:
+        assert zsh_list(t, 'vmadm s') == ['sessions', 'set', 'show', 'shutdown', 'stats',
+                                          'status', 'suspend']
+        assert zsh_list(t, 'vmadm list ') == ['all', 'authorized', 'connected']
+        # VM ids come from the daemon
+        for v in ('web1', 'web2', 'db1'):
+            create(daemon, v)
+        assert zsh_list(t, 'vmadm show we') == ['web1', 'web2']
+        t.keys('\x15vmadm --json delete d\t')        # one match: completed in place
+        t.expect(r'delete db1 ')
+        # vmmd: the values of an option with a fixed set
+        assert zsh_list(t, 'vmmd --log-level ') == ['debug', 'err', 'info', 'notice',
+                                                    'warning']
+        assert zsh_list(t, 'vmmd --registration ') == ['approval', 'closed', 'open']
+        t.keys('\x15exit\r')
+        assert t.close() == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.proc.wait()
+
+
+def test_zsh_vmmd_completion_has_every_option():
+    """_vmmd lists its options by hand: they must be vmmd --help's."""
+    help_text = subprocess.run([vmmtest.vmmd_bin(), '--help'], capture_output=True,
+                               text=True, check=True).stdout
+    wanted = set(re.findall(r'(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)', help_text))
+    spec = pathlib.Path(COMPLETION_DIR, '_vmmd').read_text()
+    have = set(re.findall(r"(--[a-z][a-z0-9-]*)[\[}]", spec))
+    assert len(wanted) > 30, wanted
+    assert wanted == have, (sorted(wanted - have), sorted(have - wanted))
+
+
 def test_console_on_a_terminal(daemon, tmp_path):
     for v in ('alpha1', 'beta1', 'beta2'):
         create(daemon, v)
