@@ -13,6 +13,7 @@
 #include "shared/secret.h"
 
 #define REPLAY_CHUNK 1000               /* feed events sent per watcher per turn */
+#define REPLAY_FLUSH_BYTES (32u * 1024u) /* a turn sends when this much waits */
 #define REPLAY_RETRY_USEC (10 * 1000)   /* every watcher blocked: look again later */
 
 /* What decides who may see an event. */
@@ -269,9 +270,11 @@ static int write_conn(void *data, const char *buf, size_t len) {
         return conn_write(data, buf, len) < 0 ? -1 : 0;
 }
 
-/* Sends one event (a map's entries, with or without a feed position). */
+/* Sends one event (a map's entries, with or without a feed position); with
+ * !now it waits in the connection's buffer for the caller's conn_send_soon
+ * (a replay sends a turn's events with one call, not one each). */
 static void watch_send(Watch *w, const uint8_t *entries, size_t len, uint32_t n_entries,
-                       uint64_t pos, const EventMeta *meta) {
+                       uint64_t pos, const EventMeta *meta, bool now) {
         Conn *c = w->client->conn;
         msgpack_packer pk;
 
@@ -292,7 +295,8 @@ static void watch_send(Watch *w, const uint8_t *entries, size_t len, uint32_t n_
                 conn_close_later(c, "error");
                 return;
         }
-        conn_send_soon(c);
+        if (now)
+                conn_send_soon(c);
 }
 
 /* A watch on TCP ends with the session it runs as, after the event that
@@ -304,13 +308,13 @@ static void note_end(Watch *w, const EventMeta *meta) {
 }
 
 static void watch_send_bytes(Watch *w, const uint8_t *data, size_t len, uint64_t pos,
-                             const EventMeta *meta) {
+                             const EventMeta *meta, bool now) {
         uint32_t n;
         size_t hdr;
 
         if (map_header(data, len, &n, &hdr) < 0)
                 return;
-        watch_send(w, data + hdr, len - hdr, n, pos, meta);
+        watch_send(w, data + hdr, len - hdr, n, pos, meta, now);
 }
 
 static void reap_ended(Events *ev) {
@@ -336,7 +340,8 @@ void events_emit(Events *ev, const Event *e) {
                         if (!w->started)
                                 continue;
                         if (may_see(w, &meta))
-                                watch_send_bytes(w, (const uint8_t *) sb.data, sb.size, 0, &meta);
+                                watch_send_bytes(w, (const uint8_t *) sb.data, sb.size, 0,
+                                                 &meta, true);
                         note_end(w, &meta);
                 }
         msgpack_sbuffer_destroy(&sb);
@@ -377,7 +382,7 @@ void events_publish_list(Events *ev, PendingEvent **list) {
                                 continue;
                         w->last_feed = p->pos;
                         if (may_see(w, &meta))
-                                watch_send_bytes(w, p->data, p->len, p->pos, &meta);
+                                watch_send_bytes(w, p->data, p->len, p->pos, &meta, true);
                         note_end(w, &meta);
                 }
         }
@@ -399,11 +404,17 @@ static int replay_one(void *userdata, uint64_t pos, const void *data, size_t len
 
         if (pos > t->until || t->sent >= REPLAY_CHUNK || t->watch->client->watch_ended)
                 return 1;
+        Conn *c = t->watch->client->conn;
+        if (c && conn_unsent(c) >= REPLAY_FLUSH_BYTES) {
+                conn_send_soon(c);
+                if (conn_unsent(c) > EVENTS_WATCHER_MAX_UNSENT / 2)
+                        return 1;       /* the reader is behind: its next turn goes on */
+        }
         t->watch->last_feed = pos;
         t->sent++;
         if (meta_from_bytes(data, len, &meta) >= 0) {
                 if (may_see(t->watch, &meta))
-                        watch_send_bytes(t->watch, data, len, pos, &meta);
+                        watch_send_bytes(t->watch, data, len, pos, &meta, false);
                 note_end(t->watch, &meta);
         }
         return 0;
@@ -421,7 +432,7 @@ static void send_truncated(Watch *w, uint64_t oldest) {
                 /* the map header said two entries; the third follows */
                 uint8_t *d = (uint8_t *) sb.data;
                 d[0] = 0x83;
-                watch_send_bytes(w, d, sb.size, 0, &meta);
+                watch_send_bytes(w, d, sb.size, 0, &meta, false);
         }
         msgpack_sbuffer_destroy(&sb);
 }
@@ -445,6 +456,8 @@ static bool replay_watch(Events *ev, Watch *w) {
         ReplayTurn turn = { .watch = w, .until = ev->last };
         int r = store_feed_foreach(t, w->last_feed, replay_one, &turn);
         store_read_end(t);
+        if (conn_is_open(c))
+                conn_send_soon(c);      /* the turn's events, at once */
         if (r < 0) {
                 log_warning_errno(r, "Replaying the event feed failed: %s", strerror(-r));
                 conn_close_later(c, "error");

@@ -19,6 +19,8 @@
 struct Bookings {
         Manager *manager;
         sd_event_source *timer;
+        int64_t armed;          /* the wall time (ms) the timer is set for;
+                                 * INT64_MAX: off */
         bool job_running, again;
 };
 
@@ -95,6 +97,10 @@ int booking_end_in(Request *r, StoreTxn *t, const char *vm_id, int action, const
 
 /* ---- the timer ---- */
 
+static int64_t warn_ms_of(const Manager *m) {
+        return (int64_t) m->config.booking_warn_minutes * 60000;
+}
+
 typedef struct TimerJob {
         Job job;
         Manager *manager;
@@ -161,6 +167,7 @@ static int timer_write(Job *j, StoreTxn *t) {
 }
 
 static void timer_arm(Bookings *bk);
+static void timer_set(Bookings *bk, int64_t due);
 
 static void timer_done(Job *j, int q) {
         TimerJob *tj = (TimerJob *) j;
@@ -196,11 +203,13 @@ static void timer_run(Bookings *bk) {
                 return;
         }
         tj = calloc(1, sizeof *tj);
-        if (!tj)
+        if (!tj) {
+                timer_set(bk, now_ms() + 1000);         /* again in a second */
                 return;
+        }
         tj->manager = m;
         tj->now = now_ms();
-        tj->warn_ms = (int64_t) m->config.booking_warn_minutes * 60000;
+        tj->warn_ms = warn_ms_of(m);
         tj->job.write = timer_write;
         tj->job.done = timer_done;
         bk->job_running = true;
@@ -217,9 +226,14 @@ typedef struct NextDue {
         int64_t warn_ms, due;
 } NextDue;
 
+/* When the timer must look at b: at its warning, then at its end. */
+static int64_t due_at(const StoreBooking *b, int64_t warn_ms) {
+        return b->warned ? b->expires_at : b->expires_at - warn_ms;
+}
+
 static int next_due(void *userdata, const StoreBooking *b) {
         NextDue *n = userdata;
-        int64_t due = b->warned ? b->expires_at : b->expires_at - n->warn_ms;
+        int64_t due = due_at(b, n->warn_ms);
 
         if (due < n->due)
                 n->due = due;
@@ -228,13 +242,28 @@ static int next_due(void *userdata, const StoreBooking *b) {
         return b->expires_at - n->warn_ms > n->due ? 1 : 0;
 }
 
+/* The timer runs at due (wall ms); INT64_MAX: not at all. */
+static void timer_set(Bookings *bk, int64_t due) {
+        uint64_t now_mono;
+
+        bk->armed = due;
+        if (due == INT64_MAX) {
+                (void) sd_event_source_set_enabled(bk->timer, SD_EVENT_OFF);
+                return;
+        }
+        int64_t wait_ms = due - now_ms();
+        if (wait_ms < 0)
+                wait_ms = 0;
+        (void) sd_event_now(bk->manager->event, CLOCK_MONOTONIC, &now_mono);
+        (void) sd_event_source_set_time(bk->timer, now_mono + (uint64_t) wait_ms * 1000);
+        (void) sd_event_source_set_enabled(bk->timer, SD_EVENT_ONESHOT);
+}
+
 /* Arm the timer for the next booking that ends or is to be warned. */
 static void timer_arm(Bookings *bk) {
         Manager *m = bk->manager;
-        NextDue n = { .warn_ms = (int64_t) m->config.booking_warn_minutes * 60000,
-                      .due = INT64_MAX };
+        NextDue n = { .warn_ms = warn_ms_of(m), .due = INT64_MAX };
         StoreTxn *t = NULL;
-        uint64_t now_mono;
 
         if (bk->job_running)
                 return;
@@ -242,20 +271,33 @@ static void timer_arm(Bookings *bk) {
                 timer_run(bk);
                 return;
         }
-        if (store_read_begin(m->store, &t) < 0)
-                return;
-        (void) store_booking_expiry_foreach(t, INT64_MAX, next_due, &n);
-        store_read_end(t);
-        if (n.due == INT64_MAX) {
-                (void) sd_event_source_set_enabled(bk->timer, SD_EVENT_OFF);
+        int q = store_read_begin(m->store, &t);
+        if (q >= 0) {
+                q = store_booking_expiry_foreach(t, INT64_MAX, next_due, &n);
+                store_read_end(t);
+        }
+        /* a scan that failed looks again in a second: a later booking only
+         * brings the timer forward, so nothing else would */
+        timer_set(bk, q < 0 ? now_ms() + 1000 : n.due);
+}
+
+/* A booking was made or renewed: the timer must run by its due time. No
+ * other booking's due time moved, so the timer is only ever brought
+ * forward, without a scan (one per answer cost a third of the loop's time
+ * under a booking load); a cancel leaves it be, and a run that finds
+ * nothing due looks again. */
+void bookings_due(Manager *m, const StoreBooking *b) {
+        Bookings *bk = m->bookings;
+
+        if (!bk || bk->job_running)
+                return;         /* the job's end looks again, after this commit */
+        if (bk->again) {
+                timer_run(bk);
                 return;
         }
-        int64_t wait_ms = n.due - now_ms();
-        if (wait_ms < 0)
-                wait_ms = 0;
-        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now_mono);
-        (void) sd_event_source_set_time(bk->timer, now_mono + (uint64_t) wait_ms * 1000);
-        (void) sd_event_source_set_enabled(bk->timer, SD_EVENT_ONESHOT);
+        int64_t due = due_at(b, warn_ms_of(m));
+        if (due < bk->armed)
+                timer_set(bk, due);
 }
 
 int bookings_new(Manager *m, Bookings **ret) {
@@ -272,6 +314,7 @@ int bookings_new(Manager *m, Bookings **ret) {
                 return r;
         }
         /* at start: bookings that ended while the daemon was down end first */
+        bk->armed = INT64_MIN;
         (void) sd_event_source_set_enabled(bk->timer, SD_EVENT_ONESHOT);
         *ret = bk;
         return 0;
@@ -510,7 +553,7 @@ static int booking_reply(Request *r) {
         log_for_someone(r, strcmp(r->method->name, VMM_M_BOOKING_CREATE) == 0 ? "made"
                                                                               : "renewed");
 
-        bookings_changed(r->manager);
+        bookings_due(r->manager, &st->booking);
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         return reply_packed(r, &sb, pack_booking(&pk, &st->booking) < 0);
@@ -580,7 +623,6 @@ static int cancel_write(Request *r, StoreTxn *t) {
 
 static int cancel_done(Request *r) {
         log_for_someone(r, "cancelled");
-        bookings_changed(r->manager);
         rpc_reply(r, NULL, 0);
         return RPC_REPLIED;
 }

@@ -14,6 +14,8 @@ int bookings_new(Manager *m, Bookings **ret);
 Bookings *bookings_free(Bookings *b);
 /* Bookings changed (a commit): look when the timer must run next. */
 void bookings_changed(Manager *m);
+/* b was made or renewed (a commit): the timer runs by its due time. */
+void bookings_due(Manager *m, const StoreBooking *b);
 
 /* writer: ends vm_id's booking (-ENOENT if none): the booking goes, the VM
  * is free from now, a history entry (action, by) and booking.ended

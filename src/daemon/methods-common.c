@@ -90,13 +90,17 @@ int pack_vm_fields(msgpack_packer *pk, const StoreVm *vm) {
         return 0;
 }
 
-const char *vm_status(Manager *m, const StoreVm *vm) {
-        if (sessions_vm_connected(m->sessions, vm->vm_id))
+static const char *vm_status_of(Manager *m, const StoreVm *vm, bool connected) {
+        if (connected)
                 return "on";
         int64_t reported = monitor_last_report(m->monitor, vm->vm_id);
         if (reported > 0 && now_ms() - reported < (int64_t) m->config.heartbeat_timeout_s * 1000)
                 return "on";
         return vm->requested ? "requested" : "off";
+}
+
+const char *vm_status(Manager *m, const StoreVm *vm) {
+        return vm_status_of(m, vm, sessions_vm_connected(m->sessions, vm->vm_id));
 }
 
 typedef struct AuthorizedScan {
@@ -114,17 +118,22 @@ bool vm_authorized(Manager *m, StoreTxn *t, const char *vm_id) {
         return store_owner_session_foreach(t, vm_id, NULL, authorized_one, &a) > 0;
 }
 
-int pack_vm_state(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
-                  int authorized) {
+int pack_vm_live(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
+                 int authorized) {
+        bool connected = sessions_vm_connected(m->sessions, vm->vm_id);
+        if (mp_kv_bool(pk, "connected", connected) ||
+            mp_kv_bool(pk, "authorized",
+                       authorized >= 0 ? authorized > 0 : vm_authorized(m, t, vm->vm_id)) ||
+            mp_kv_str(pk, "status", vm_status_of(m, vm, connected)))
+                return -ENOMEM;
+        return 0;
+}
+
+int pack_vm_booking(StoreTxn *t, msgpack_packer *pk, const char *vm_id) {
         StoreBooking b;
         int q;
 
-        if (mp_kv_bool(pk, "connected", sessions_vm_connected(m->sessions, vm->vm_id)) ||
-            mp_kv_bool(pk, "authorized",
-                       authorized >= 0 ? authorized > 0 : vm_authorized(m, t, vm->vm_id)) ||
-            mp_kv_str(pk, "status", vm_status(m, vm)))
-                return -ENOMEM;
-        q = store_booking_get(t, vm->vm_id, &b);
+        q = store_booking_get(t, vm_id, &b);
         if (q == -ENOENT)
                 return mp_kv_nil(pk, "booking") ? -ENOMEM : 0;
         if (q < 0)
@@ -133,6 +142,12 @@ int pack_vm_state(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm
             mp_kv_i64(pk, "started_at", b.started_at) || mp_kv_i64(pk, "expires_at", b.expires_at))
                 return -ENOMEM;
         return 0;
+}
+
+int pack_vm_state(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
+                  int authorized) {
+        int q = pack_vm_live(m, t, pk, vm, authorized);
+        return q < 0 ? q : pack_vm_booking(t, pk, vm->vm_id);
 }
 
 int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm) {

@@ -45,6 +45,12 @@ int pack_vm_fields(msgpack_packer *pk, const StoreVm *vm);
  * record (vm.get's cache gives it no more). */
 int pack_vm_state(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
                   int authorized);
+/* Its two parts: what lives in memory or depends on the caller (connected,
+ * authorized, status), and what is stored (booking: a function of the
+ * database alone, so of the read transaction's snapshot). */
+int pack_vm_live(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm,
+                 int authorized);
+int pack_vm_booking(StoreTxn *t, msgpack_packer *pk, const char *vm_id);
 int pack_vm(Manager *m, StoreTxn *t, msgpack_packer *pk, const StoreVm *vm);
 /* Reply the VM record (reads what it needs in a read transaction). */
 int reply_vm(Request *r, const StoreVm *vm);

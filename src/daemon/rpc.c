@@ -146,9 +146,16 @@ static MethodEntry *method_find(const MethodTable *t, const char *name, size_t l
         return NULL;
 }
 
-/* Two buckets per doubling: bucket b holds times up to 2^((b+1)/2) µs. */
+/* Two buckets per doubling: bucket b holds times up to 2^((b+1)/2) µs,
+ * b = floor(2 log2(us + 1)), in integers (once per request): with
+ * x = us + 1 and k = floor(log2 x), b is 2k, plus one when x >= 2^(k + 1/2),
+ * that is when x^2 >= 2^(2k + 1). */
 static unsigned stats_bucket(uint64_t us) {
-        unsigned b = (unsigned) (2.0 * log2((double) us + 1.0));
+        if (us >= UINT32_MAX)
+                return 63u;
+        uint64_t x = us + 1;
+        unsigned k = 63u - (unsigned) __builtin_clzll(x);
+        unsigned b = 2 * k + (x * x >= (UINT64_C(1) << (2 * k + 1)) ? 1 : 0);
         return MIN(b, 63u);
 }
 
@@ -302,16 +309,17 @@ static void request_free(Request *r) {
         msgpack_sbuffer_destroy(&r->out);
         if (r->state && r->method && r->method->state_done)
                 r->method->state_done(r->state);
-        free(r->state);
         if (r->hashing)
                 sessions_peer_hash_end(r->peer);
         if (r->peer_ref)
                 sessions_peer_put(m->sessions, r->peer);
         events_list_free(&r->events);
         if (r->zone)
-                msgpack_zone_free(r->zone);
-        free(r->params);
-        free(r->bytes);
+                msgpack_zone_destroy(r->zone);
+        if (!r->inline_used) {
+                free(r->params);
+                free(r->state);
+        }
         client_unref(r->client);
         free(r);
 }
@@ -763,12 +771,14 @@ bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cut
         uint64_t v;
         int q;
 
-        Request *r = calloc(1, sizeof *r);
+        /* one allocation for the request and its message */
+        Request *r = len <= SIZE_MAX - sizeof *r ? malloc(sizeof *r + len) : NULL;
         if (!r) {
                 (void) conn_write_error(conn, 0, VMM_E_INTERNAL, "out of memory");
                 conn_close_after_flush(conn, "error");
                 return false;
         }
+        memset(r, 0, offsetof(Request, inline_mem));
         r->manager = m;
         r->client = client_ref(c);
         r->started_us = mono_us();
@@ -776,14 +786,14 @@ bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cut
         reads_begin(r);
         /* a small first chunk: requests are small, and a chunk this size
          * comes from malloc's per-thread cache (msgpack-c's 8 KiB does not) */
-        r->zone = msgpack_zone_new(REQUEST_ZONE_CHUNK);
-        r->bytes = malloc(len);
-        if (!r->bytes || !r->zone) {
+        r->bytes = (uint8_t *) (r + 1);
+        if (!msgpack_zone_init(&r->zone_s, REQUEST_ZONE_CHUNK)) {
                 (void) conn_write_error(conn, 0, VMM_E_INTERNAL, "out of memory");
                 conn_close_after_flush(conn, "error");
                 request_free(r);
                 return false;
         }
+        r->zone = &r->zone_s;
         memcpy(r->bytes, bytes, len);
 
         size_t off = 0;
@@ -834,9 +844,20 @@ bool rpc_on_message(Conn *conn, const uint8_t *bytes, size_t len, bool after_cut
         }
 
         r->has_params = a[3].via.array.size > 0;
-        r->params = calloc(1, MAX(r->method->params_size, (size_t) 1));
-        if (r->method->state_size)
-                r->state = calloc(1, r->method->state_size);
+        size_t align = _Alignof(max_align_t);
+        size_t pbytes = MAX(r->method->params_size, (size_t) 1);
+        size_t psize = (pbytes + align - 1) / align * align;      /* state is aligned after */
+        if (psize + r->method->state_size <= sizeof r->inline_mem) {
+                r->inline_used = true;
+                memset(r->inline_mem, 0, psize + r->method->state_size);
+                r->params = r->inline_mem;
+                if (r->method->state_size)
+                        r->state = r->inline_mem + psize;
+        } else {
+                r->params = calloc(1, pbytes);
+                if (r->method->state_size)
+                        r->state = calloc(1, r->method->state_size);
+        }
         if (!r->params || (r->method->state_size && !r->state)) {
                 rpc_reply_error(r, VMM_E_INTERNAL, "out of memory");
                 goto finish;

@@ -15,6 +15,7 @@
 
 #include <msgpack.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -137,14 +138,18 @@ struct Method {
         bool long_hash;
 };
 
+#define REQUEST_INLINE_BYTES 512
+
 struct Request {
         Manager *manager;
         Client *client;                 /* holds a reference */
         uint32_t msgid;
         const Method *method;
         MethodEntry *entry;
-        uint8_t *bytes;                 /* the message; msgpack objects point into it */
-        msgpack_zone *zone;
+        uint8_t *bytes;                 /* the message (after the struct, in its
+                                           allocation); msgpack objects point into it */
+        msgpack_zone *zone;             /* &zone_s once initialized */
+        msgpack_zone zone_s;
         msgpack_object obj;
         void *params;
         void *state;
@@ -167,6 +172,9 @@ struct Request {
         Request *wait_next;             /* waiting until that is durable */
         /* after the reply is written (e.g. a watch's events start) */
         void (*delivered)(Request *r);
+        /* params and state, when both fit (most methods): no allocation */
+        bool inline_used;
+        _Alignas(max_align_t) unsigned char inline_mem[REQUEST_INLINE_BYTES];
 };
 
 /* ---- clients ---- */

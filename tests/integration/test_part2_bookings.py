@@ -107,6 +107,41 @@ def test_create_bad_request(d, people, params):
         assert c.ok('booking.get', {'vm_id': 'bp-1'}) == {'booking': None}
 
 
+def test_vm_get_follows_every_change(d, people):
+    """vm.get answers from a cache while the database is unchanged: after
+    each change, the next answer (to the VM itself and to an admin) is the
+    new one, also when the same answer was read many times just before."""
+    with admin(d) as a:
+        create_vms(a, ['vg-1', 'vg-2'])
+        a.ok('vm.passwd', {'vm_id': 'vg-1', 'password': p2util.PW}, timeout=LONG)
+    with p2util.vm_login(d, 'vg-1') as vm, admin(d) as a, people.conn('bk-alice') as c:
+        def both():
+            mine = [vm.ok('vm.get') for _ in range(20)]
+            theirs = [a.ok('vm.get', {'vm_id': 'vg-1'}) for _ in range(20)]
+            assert all(x == mine[0] for x in mine) and all(x == theirs[0] for x in theirs), \
+                (mine, theirs)
+            # the same record but for who asks: a VM reading itself is authorized
+            assert {k: v for k, v in mine[0].items() if k != 'authorized'} == \
+                {k: v for k, v in theirs[0].items() if k != 'authorized'}, (mine[0], theirs[0])
+            return mine[0]
+        assert both()['booking'] is None
+        b = c.ok('booking.create', {'vm_id': 'vg-1', 'minutes': 30})
+        want = {'user': 'bk-alice', 'started_at': b['started_at'], 'expires_at': b['expires_at']}
+        assert both()['booking'] == want
+        # another VM's change moves the database, not this answer
+        a.ok('vm.set', {'vm_id': 'vg-2', 'hostname': 'other.example'})
+        assert both()['booking'] == want
+        r = c.ok('booking.renew', {'vm_id': 'vg-1', 'minutes': 60})
+        assert r['expires_at'] > b['expires_at']
+        assert both()['booking'] == dict(want, expires_at=r['expires_at'])
+        a.ok('vm.set', {'vm_id': 'vg-1', 'hostname': 'vg-1.example'})
+        rec = both()
+        assert rec['hostname'] == 'vg-1.example' and rec['booking']['user'] == 'bk-alice', rec
+        assert c.ok('booking.cancel', {'vm_id': 'vg-1'}) == {}
+        rec = both()
+        assert rec['booking'] is None and rec['hostname'] == 'vg-1.example', rec
+
+
 def test_create_limits_of_duration(d, people):
     with admin(d) as a:
         create_vms(a, ['bl-1'])

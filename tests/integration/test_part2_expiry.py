@@ -28,7 +28,8 @@ class World:
 def w(tmp_path_factory):
     """Three daemons with bookings made at about the same moment:
     live (warn 1 min): ex-a 1 min, ex-b 2 min, ex-c 1 min renewed by 1 min;
-    restart: rs-1 1 min, stopped with SIGTERM; crash: cr-1 1 min, kill -9."""
+    restart: rs-1 1 min, stopped with SIGTERM; crash: cr-1 1 min, kill -9;
+    order (warn 1 min): od-long 3 min, then od-short 2 min."""
     world = World()
     daemons = []
     try:
@@ -39,12 +40,20 @@ def w(tmp_path_factory):
         daemons.append(rs)
         cr = p2util.vmmtest.Daemon(tmp_path_factory.mktemp('crash'))
         daemons.append(cr)
+        od = p2util.vmmtest.Daemon(tmp_path_factory.mktemp('order'),
+                                   args=['--booking-warn-minutes', '1'])
+        daemons.append(od)
         with admin(live) as a:
             create_vms(a, ['ex-a', 'ex-b', 'ex-c'])
         with admin(rs) as a:
             create_vms(a, ['rs-1'])
         with admin(cr) as a:
             create_vms(a, ['cr-1'])
+        with admin(od) as a:
+            create_vms(a, ['od-long', 'od-short'])
+            p2util.person(a, 'ex-u')
+        world.od_watcher = admin(od)
+        watch(world.od_watcher, types=['booking.'])
         world.watcher = admin(live)
         watch(world.watcher, types=['booking.'])
         world.events = []
@@ -68,9 +77,17 @@ def w(tmp_path_factory):
             p2util.person(a, 'ex-u')
             world.cr = a.ok('booking.create', {'vm_id': 'cr-1', 'minutes': 1, 'user': 'ex-u'})
         cr.kill()
+        with admin(od) as a:
+            # nothing is due before od-long's warning, two minutes on; then
+            # od-short's comes first, one minute on
+            world.od_long = a.ok('booking.create', {'vm_id': 'od-long', 'minutes': 3,
+                                                    'user': 'ex-u'})
+            world.od_short = a.ok('booking.create', {'vm_id': 'od-short', 'minutes': 2,
+                                                     'user': 'ex-u'})
         world.live, world.rs_d, world.cr_d = live, rs, cr
         yield world
         world.watcher.close()
+        world.od_watcher.close()
         for dd in daemons:
             dd.stop()
     except BaseException:
@@ -197,3 +214,20 @@ def test_expiry_across_a_restart(w):
 
 def test_expiry_across_kill_9(w):
     expired_at_start(w.cr_d, w.cr, 'cr-1')
+
+
+def test_a_sooner_booking_brings_the_timer_forward(w):
+    """od-short, made after od-long, is due sooner: it is warned when one
+    minute is left, not when od-long is."""
+    s = w.od_short
+    due = s['expires_at'] - MIN
+
+    def warned(evs, vm_id):
+        return [e for e in evs if e['type'] == 'booking.expiring' and e['vm_id'] == vm_id]
+    # up to 20 s after its time
+    evs = p2util.read_events(w.od_watcher, lambda evs: warned(evs, 'od-short'),
+                             (due + 20000 - now_ms()) / 1000)
+    exp, = warned(evs, 'od-short')
+    assert exp['expires_at'] == s['expires_at'], exp
+    assert due <= exp['time'] <= due + 1000, f'expiring {exp["time"] - due} ms after due'
+    assert not warned(evs, 'od-long'), evs

@@ -338,6 +338,54 @@ def test_reconnecting_watcher_misses_nothing(make_daemon):
     assert len(seen) > 12 * 5
 
 
+def test_replay_paced_to_a_slow_reader(make_daemon):
+    """A replay of several times a watcher's unsent bound (256 KiB) to one
+    that reads slowly: vmmd paces it instead of disconnecting it, and every
+    event arrives once, in order."""
+    d = make_daemon()
+    vms = ['s' * 46 + f'-{i}' for i in range(2)]         # long fields, big events
+    user = 'u' * 64
+    with admin(d) as a:
+        create_vms(a, vms)
+        p2util.person(a, user)
+        with admin(d) as q:
+            start = watch(q)['feed']
+        for rnd in range(14):
+            reqs = []
+            for _ in range(100):
+                for v in vms:
+                    reqs.append(('booking.create', {'vm_id': v, 'minutes': 60, 'user': user}))
+                    reqs.append(('booking.cancel', {'vm_id': v}))
+            for err, _ in a.pipeline(reqs, timeout=LONG):
+                assert err is None, err
+    with admin(d) as q:
+        last = watch(q)['feed']
+    assert last - start == 5600, (start, last)
+    with admin(d) as w:
+        res = watch(w, since=start)
+        assert res['feed'] == last, res
+        time.sleep(1.0)                 # not reading: vmmd's buffers fill
+        evs, size = [], 0
+        deadline = time.monotonic() + 120
+        while not evs or evs[-1]['feed'] < last:
+            assert time.monotonic() < deadline, f'{len(evs)} events in 120 s'
+            w.sock.settimeout(10)
+            try:
+                data = w.sock.recv(8192)        # a slow reader: 8 KiB at a time
+            except TimeoutError:
+                continue
+            assert data, f'vmmd closed the watcher after {len(evs)} events'
+            size += len(data)
+            w.unpacker.feed(data)
+            for msg in w.unpacker:
+                evs.append(p2util.as_event(msg))
+            time.sleep(0.002)
+    assert size > 3 * 256 * 1024, size
+    p2util.check_feed_seqs(evs)
+    assert [e['feed'] for e in evs] == list(range(start + 1, last + 1))
+    assert {e['type'] for e in evs} == {'booking.created', 'booking.ended'}, evs[:3]
+
+
 def test_events_truncated(make_daemon):
     d = make_daemon(args=['--event-history', '5'])
     with admin(d) as a:
