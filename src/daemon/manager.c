@@ -338,6 +338,11 @@ static int manager_reload(Manager *m, char *errbuf, size_t errlen) {
         Config c;
         int r;
 
+        if (m->argc < 1 || !m->argv) {
+                /* a Manager made in-process (the fuzz targets) without one */
+                snprintf(errbuf, errlen, "%s", "this vmmd has no command line to read again");
+                return -EOPNOTSUPP;
+        }
         clock_gettime(CLOCK_MONOTONIC, &ts);
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
                           (unsigned long long) ts.tv_sec * 1000000ull +

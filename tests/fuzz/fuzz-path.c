@@ -90,25 +90,33 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         return 0;
 }
 
+/* The command line of every Manager made here. It lives as long as they do:
+ * `reload` reads it again, as the real daemon reads its own argv. */
+static char *manager_args[] = {
+        (char *) "vmmd-fuzz",
+        (char *) "--config", (char *) "/dev/null",
+        (char *) "--state-dir", state_dir,
+        (char *) "--hash-workers", (char *) "1",
+        (char *) "--log-level", (char *) "crit",
+        (char *) "--auth-failures-per-minute", (char *) "1000000",
+        (char *) "--registrations-per-minute", (char *) "1000000",
+        NULL,
+};
+
 static Manager *manager_make(void) {
-        char *args[] = {
-                (char *) "vmmd-fuzz",
-                (char *) "--config", (char *) "/dev/null",
-                (char *) "--state-dir", state_dir,
-                (char *) "--hash-workers", (char *) "1",
-                (char *) "--log-level", (char *) (getenv("FUZZ_LOG_LEVEL") ?
-                                                 getenv("FUZZ_LOG_LEVEL") : "crit"),
-                (char *) "--auth-failures-per-minute", (char *) "1000000",
-                (char *) "--registrations-per-minute", (char *) "1000000",
-                NULL,
-        };
+        const char *level = getenv("FUZZ_LOG_LEVEL");
+        int argc = (int) (sizeof manager_args / sizeof manager_args[0]) - 1;
+        for (int i = 1; i + 1 < argc; i++)
+                if (level && *level && strcmp(manager_args[i], "--log-level") == 0)
+                        manager_args[i + 1] = (char *) level;
         Config cfg;
         Manager *m = NULL;
 
-        FUZZ_CHECK(config_load((int) (sizeof args / sizeof args[0]) - 1, args, &cfg, NULL) == 0,
-                   "config");
+        FUZZ_CHECK(config_load(argc, manager_args, &cfg, NULL) == 0, "config");
         log_set_level(cfg.log_level);
         FUZZ_CHECK(manager_new(&m, &cfg) >= 0, "manager_new");
+        m->argc = argc;
+        m->argv = manager_args;
         /* commits need not be durable here: what is fuzzed is the path */
         int r = manager_start_embedded(m, true);
         FUZZ_CHECK(r >= 0, "manager_start_embedded: %s", strerror(-r));
