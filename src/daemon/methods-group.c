@@ -245,8 +245,11 @@ static int remove_write(Request *r, StoreTxn *t) {
 
 static int delete_write(Request *r, StoreTxn *t) {
         GroupParams *p = PARAMS(r, GroupParams);
-        int q = store_group_delete(t, p->id.v);
+        /* its name, for the log line */
+        int q = store_group_get(t, p->id.v, &STATE(r, GroupState)->group);
 
+        if (q >= 0)
+                q = store_group_delete(t, p->id.v);
         if (q == -ENOENT)
                 return group_not_found(r, p->id.v);
         if (q < 0)
@@ -260,7 +263,7 @@ static int group_done(Request *r) {
         GroupState *st = STATE(r, GroupState);
 
         LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, NULL, "%s group %" PRIu64 " ('%s')", r->method->name,
-                   st->deleted ? PARAMS(r, GroupParams)->id.v : st->group.id, st->group.name);
+                   st->group.id, st->group.name);
         if (st->deleted) {
                 rpc_reply(r, NULL, 0);
                 return RPC_REPLIED;

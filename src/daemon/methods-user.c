@@ -260,8 +260,12 @@ static int set_done(Request *r) {
         bool fail;
 
         ended_detach(r->manager, &st->ended);
-        LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, NULL, "changed user '%s'%s", st->name,
-                   st->new_password ? " (new password)" : "");
+        bool role = PARAMS(r, UserParams)->role.set;
+        LOG_CHANGE(r, LOG_MID_ADMIN_CHANGE, NULL, "changed user '%s'%s%s%s%s%s", st->name,
+                   role || st->new_password ? " (" : "", role ? "role " : "",
+                   role ? role_to_string(st->user.role) : "",
+                   role && st->new_password ? ", " : "",
+                   st->new_password ? "new password)" : role ? ")" : "");
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         if (!st->new_password)

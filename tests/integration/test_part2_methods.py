@@ -454,8 +454,10 @@ def test_group_crud_and_moves(d):
         a.err('group.remove', {'vm_id': 'gm-1', 'id': 999999}, 'not_found')
         a.err('group.remove', {'id': g1['id']}, 'bad_request')
         assert a.ok('vm.get', {'vm_id': 'gm-3'})['group'] is None
-        # delete: its VMs stay, without a group
+        # delete: its VMs stay, without a group; the log names the group
         assert a.ok('group.delete', {'id': g1['id']}) == {}
+        line = f"group.delete group {g1['id']} ('gm-a2')\n"
+        assert p2util.wait_until(lambda: line in d.log_text(), 5), d.log_text()[-2000:]
         rec = a.ok('vm.get', {'vm_id': 'gm-1'})
         assert rec['group'] is None, rec
         a.err('group.get', {'id': g1['id']}, 'not_found')

@@ -405,6 +405,11 @@ def test_role_change_applies_to_existing_sessions_at_once(d):
         with admin(d) as a:
             a.ok('user.set', {'name': 'rc-ivy', 'role': 'user'})
         c.err('user.list', {}, 'forbidden')
+        # the log says what changed
+        for line in ("changed user 'rc-ivy' (role viewer)\n",
+                     "changed user 'rc-ivy' (role admin)\n",
+                     "changed user 'rc-ivy' (role user)\n"):
+            assert p2util.wait_until(lambda: line in d.log_text(), 5), d.log_text()[-2000:]
         assert c.ok('booking.cancel', {'vm_id': 'rc-vm'}) == {}
         # the session was not ended by role changes
         with tcp(d) as s:
