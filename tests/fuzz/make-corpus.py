@@ -155,7 +155,79 @@ ADMIN_PATH = {
     'shutdown': ADMIN['status'] + ADMIN['shutdown'] + ADMIN['status'],
     'unknown-method': req(1, 'register', {'vm_id': 'x'}),
     'malformed': b'\x94\x00\x01\xc1',
+    'reload': ADMIN['status'] + req(2, 'reload') + ADMIN['status'],
 }
+
+# part 2 on the admin socket: people, groups, bookings, the catalog, requests,
+# monitoring and the feed, each sequence building on what it made
+P2 = [
+    ('user.create', {'name': 'alice', 'role': 'user', 'password': PW}),
+    ('user.create', {'name': 'bob', 'role': 'viewer'}),
+    ('user.get', {'name': 'alice'}),
+    ('user.list', {'limit': 2, 'after': 'a'}),
+    ('user.set', {'name': 'bob', 'role': 'admin', 'password': True}),
+    ('vm.create', {'vm_id': 'vm1', 'ram': 1024, 'cpu': 2, 'hostname': 'h1', 'owner': 'alice'}),
+    ('vm.create', {'vm_id': 'vm2'}),
+    ('group.create', {'name': 'lab', 'vm_ids': ['vm1']}),
+    ('group.add', {'id': 1, 'vm_ids': ['vm2']}),
+    ('group.rename', {'id': 1, 'name': 'lab2'}),
+    ('group.get', {'id': 1}),
+    ('group.list', {'limit': 5}),
+    ('booking.create', {'vm_id': 'vm1', 'hours': 2, 'user': 'alice'}),
+    ('booking.create', {'group': 1, 'minutes': 30, 'user': 'bob'}),
+    ('booking.renew', {'vm_id': 'vm1', 'minutes': 15}),
+    ('booking.get', {'vm_id': 'vm1'}),
+    ('booking.list', {'user': 'alice', 'group': 1, 'limit': 3}),
+    ('booking.history', {'user': 'alice', 'vm_id': 'vm1', 'limit': 2}),
+    ('booking.cancel', {'vm_id': 'vm1'}),
+    ('vm.set', {'vm_id': 'vm2', 'ip': '10.0.0.2', 'os': None, 'group': None}),
+    ('vm.suspend', {'vm_id': 'vm2'}),
+    ('vm.approve', {'vm_id': 'vm2'}),
+    ('vm.monitor', {'vm_id': 'vm1'}),
+    ('vm.list', {'filter': 'all', 'group': 1, 'owner': 'alice', 'booked_by': 'bob',
+                 'status': 'off'}),
+    ('os.create', {'name': 'debian', 'version': '12', 'iso': 'd.iso',
+                   'description': 'bookworm'}),
+    ('os.list', None),
+    ('request.create', {'description': 'two VMs', 'ram': 512, 'cpu': 1, 'disks': [10],
+                        'os_id': 1, 'count': 2}),
+    ('request.list', {'state': 'pending', 'limit': 4}),
+    ('request.approve', {'id': 1, 'vm_ids': ['r1', 'r2']}),
+    ('request.reject', {'id': 1, 'reason': 'no'}),
+    ('request.cancel', {'id': 1}),
+    ('group.remove', {'vm_id': 'vm2'}),
+    ('group.delete', {'id': 1}),
+    ('os.delete', {'id': 1}),
+    ('user.delete', {'name': 'alice'}),
+    ('whoami', None),
+]
+
+
+def seq(calls, first=1):
+    return b''.join(req(first + i, m, p) for i, (m, p) in enumerate(calls))
+
+
+ADMIN_PATH.update({
+    'part2-all': seq(P2),
+    'part2-watch': (req(1, 'events.watch', {'since': 0, 'types': ['booking.', 'group.']}) +
+                    seq(P2[:14], 2)),
+    'part2-bookings': seq([c for c in P2 if c[0].startswith(('user.create', 'vm.create',
+                                                             'booking.'))]),
+    'part2-requests': seq([c for c in P2 if c[0].startswith(('os.', 'request.',
+                                                             'user.create'))]),
+})
+CLIENT_PATH.update({
+    'user-auth-whoami': (req(1, 'user.auth', {'name': 'alice', 'password': PW}) +
+                         req(2, 'whoami') + req(3, 'booking.list') +
+                         req(4, 'events.watch', {'since': 0})),
+    'report-booking': (CLIENT['register'] + CLIENT['auth'] +
+                       req(5, 'vm.report', {'hostname': 'h', 'ip': '10.0.0.1', 'os': 'd',
+                                            'uptime': 5, 'load': [0.5, 1, 2.25],
+                                            'mem_total': 4096, 'mem_used': 100,
+                                            'disks_used': [{'id': 'root', 'used': 3}]}) +
+                       req(6, 'booking.get') + req(7, 'whoami') +
+                       req(8, 'events.watch', {'types': ['booking.']})),
+})
 
 for name, data in MPSCAN.items():
     write('fuzz-mpscan', name, data)
@@ -176,7 +248,19 @@ WORDS = ['ping', 'register', 'auth', 'resume', 'vm.add', 'vm.get', 'vm.update', 
          'shutdown', 'vm_id', 'password', 'new_password', 'ram', 'cpu', 'disks', 'id', 'size',
          'token', 'filter', 'limit', 'after', 'connected', 'authorized', 'all', 'v', 'pwhash',
          'described', 'registered_at', 'updated_at', 'last_seen_at', 'created_at', 'expires_at',
-         'vm1', PW, TOKEN]
+         'vm1', PW, TOKEN,
+         # part 2
+         'user.auth', 'whoami', 'user.create', 'user.get', 'user.list', 'user.set',
+         'user.delete', 'vm.set', 'vm.approve', 'vm.suspend', 'vm.report', 'vm.monitor',
+         'group.create', 'group.get', 'group.list', 'group.rename', 'group.add', 'group.remove',
+         'group.delete', 'booking.create', 'booking.renew', 'booking.cancel', 'booking.get',
+         'booking.list', 'booking.history', 'os.create', 'os.list', 'os.delete',
+         'request.create', 'request.list', 'request.approve', 'request.reject',
+         'request.cancel', 'reload', 'name', 'role', 'user', 'group', 'vm_ids', 'hours',
+         'minutes', 'hostname', 'ip', 'os', 'owner', 'booked_by', 'status', 'since', 'types',
+         'description', 'count', 'state', 'reason', 'os_id', 'version', 'uptime', 'load',
+         'mem_total', 'mem_used', 'disks_used', 'used', 'admin', 'viewer', 'pending',
+         'booking.', 'alice']
 with open(os.path.join(HERE, 'vmmd.dict'), 'w') as f:
     f.write('# generated by make-corpus.py\n')
     for w in WORDS:
