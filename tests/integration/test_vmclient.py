@@ -36,10 +36,9 @@ def wait_until(cond, timeout=10.0, step=0.05):
     return cond()
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+# below the kernel's ephemeral range, so that no test's outgoing connection
+# takes the port before vmmd binds it (vmmtest.free_port says more)
+free_port = vmmtest.free_port
 
 
 def rpc(sock, unpacker, msgid, method, params=None):
