@@ -20,6 +20,10 @@ PAGE_PROTOCOL = os.path.join(TOP, 'src', 'daemon', 'vmmd-protocol.7')
 PAGE_DAEMON = os.path.join(TOP, 'src', 'daemon', 'vmmd.8')
 PAGE_CONF = os.path.join(TOP, 'src', 'daemon', 'vmmd.conf.5')
 PAGES = (PAGE_PROTOCOL, PAGE_DAEMON, PAGE_CONF)
+# every page the project installs: rendered and linted
+ALL_PAGES = PAGES + tuple(os.path.join(TOP, p) for p in (
+    'src/libvmm/libvmm.3', 'tools/vmadm/vmadm.8', 'tools/vmclient/vmclient.1',
+    'tools/vmclient/agent.conf.5', 'tools/vmm-web/vmm-web.8', 'tools/vmmd-check/vmmd-check.8'))
 
 
 def read(path):
@@ -305,7 +309,7 @@ def test_numeric_defaults_match_help(help_text):
 
 # --- rendering -------------------------------------------------------------
 
-@pytest.mark.parametrize('page', PAGES, ids=os.path.basename)
+@pytest.mark.parametrize('page', ALL_PAGES, ids=os.path.basename)
 def test_page_renders_without_warnings(page):
     if not shutil.which('groff'):
         pytest.skip('groff is not installed (Debian: groff-base)')
@@ -314,7 +318,7 @@ def test_page_renders_without_warnings(page):
     assert r.returncode == 0 and r.stderr == '', r.stderr
 
 
-@pytest.mark.parametrize('page', PAGES, ids=os.path.basename)
+@pytest.mark.parametrize('page', ALL_PAGES, ids=os.path.basename)
 def test_page_lints_clean(page):
     if not shutil.which('mandoc'):
         pytest.skip('mandoc is not installed (optional linter)')
@@ -324,7 +328,7 @@ def test_page_lints_clean(page):
 
 
 def test_page_names_match_files():
-    for page in PAGES:
+    for page in ALL_PAGES:
         base = os.path.basename(page)
         name, sect = base.rsplit('.', 1)
         th = re.search(r'^\.TH\s+(\S+)\s+(\S+)', read(page), re.M)
