@@ -13,11 +13,11 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "hasher.h"
 #include "log.h"
+#include "shared/clock.h"
 #include "shared/secret.h"
 
 extern char **environ;
@@ -33,7 +33,7 @@ extern char **environ;
 /* A request: op, the password's length (4 bytes, host order: both ends are
  * this binary), the password, and for a check the stored hash with its NUL.
  * The answer of a hash: status (0 done) and the hash; of a check: 0 no
- * match, 1 match, 2 failed. */
+ * match, 1 match. */
 enum { OP_HASH = 'H', OP_VERIFY = 'V' };
 #define REQUEST_MAX (1 + 4 + VMM_PASSWORD_MAX + SECRET_PWHASH_MAX)
 #define ANSWER_MAX (1 + SECRET_PWHASH_MAX)
@@ -45,7 +45,7 @@ struct Hasher {
         pid_t pid;
         int fd;
         uint64_t retry_at;      /* could not start one: hash in the thread
-                                   until then (CLOCK_MONOTONIC, s) */
+                                   until then (mono_ms; 0: no wait) */
         SecretOffload offload;
         uint8_t buf[REQUEST_MAX];
 };
@@ -65,12 +65,6 @@ int hasher_enable(void) {
         ssize_t n = readlink("/proc/self/exe", helper_exe, sizeof helper_exe - 1);
         helper_exe[n > 0 ? n : 0] = '\0';
         return 0;
-}
-
-static uint64_t monotonic_s(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec + 1;        /* never 0 */
 }
 
 static void helper_stop(Hasher *h) {
@@ -138,7 +132,7 @@ static int helper_start(Hasher *h) {
 
 /* One request, one answer; a helper that fails is replaced once. */
 static int helper_call(Hasher *h, size_t len, uint8_t *ans, size_t *ans_len) {
-        if (h->retry_at > 0 && monotonic_s() < h->retry_at)
+        if (h->retry_at > 0 && mono_ms() < h->retry_at)
                 return -ENOTCONN;
         for (unsigned attempt = 0; attempt < SPAWN_TRIES; attempt++) {
                 if (h->fd < 0) {
@@ -147,7 +141,7 @@ static int helper_call(Hasher *h, size_t len, uint8_t *ans, size_t *ans_len) {
                                 log_warning_errno(r, "Cannot start a password hash helper (%s), "
                                                   "hashing in vmmd's own threads for %d s: %s",
                                                   helper_exe, RETRY_S, strerror(-r));
-                                h->retry_at = monotonic_s() + RETRY_S;
+                                h->retry_at = mono_ms() + RETRY_S * 1000u;
                                 return r;
                         }
                 }
@@ -165,7 +159,7 @@ static int helper_call(Hasher *h, size_t len, uint8_t *ans, size_t *ans_len) {
                             "another", (int) h->pid);
                 helper_stop(h);
         }
-        h->retry_at = monotonic_s() + RETRY_S;
+        h->retry_at = mono_ms() + RETRY_S * 1000u;
         log_warning("Password hash helpers keep failing: hashing in vmmd's own threads for "
                     "%d s", RETRY_S);
         return -EIO;

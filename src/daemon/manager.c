@@ -11,7 +11,6 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -334,7 +333,6 @@ static int on_watchdog(sd_event_source *s, uint64_t usec, void *userdata) {
 /* ---- reload ---- */
 
 static int manager_reload(Manager *m, char *errbuf, size_t errlen) {
-        struct timespec ts;
         Config c;
         int r;
 
@@ -343,10 +341,8 @@ static int manager_reload(Manager *m, char *errbuf, size_t errlen) {
                 snprintf(errbuf, errlen, "%s", "this vmmd has no command line to read again");
                 return -EOPNOTSUPP;
         }
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading",
-                          (unsigned long long) ts.tv_sec * 1000000ull +
-                                  (unsigned long long) ts.tv_nsec / 1000);
+                          (unsigned long long) mono_us());
         r = config_reload(m->argc, m->argv, &c, errbuf, errlen);
         if (r < 0)
                 log_warning("Reloading the configuration failed, the old settings stay: %s",
